@@ -1,0 +1,8 @@
+//! sbx runs an AI coding agent (or any command) in a throwaway sandbox: per-session checkouts of
+//! the user's repositories, an ephemeral hardened container, and an egress firewall.
+
+pub mod allowlist;
+pub mod config;
+pub mod paths;
+pub mod process;
+pub mod worktree;
