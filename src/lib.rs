@@ -6,3 +6,6 @@ pub mod config;
 pub mod paths;
 pub mod process;
 pub mod worktree;
+pub mod firewall;
+pub mod image;
+pub mod container;

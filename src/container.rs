@@ -1,0 +1,252 @@
+//! The session's containers as plans: pure functions from a session's facts to the gate's and the
+//! agent's container specs (user, capabilities, mounts, limits, labels). The engine module turns a
+//! spec into API calls; everything security-relevant is decided, and snapshot-tested, here.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::firewall::{GATE_CONF_DIR, GATE_LOG_DIR};
+use crate::worktree::Mount;
+
+pub const SESSION_LABEL: &str = "dev.sbx.session";
+pub const ROLE_LABEL: &str = "dev.sbx.role";
+pub const AGENT_HOME: &str = "/home/agent";
+
+/// One container to create.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    /// `uid:gid`
+    pub user: String,
+    pub cmd: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub mounts: Vec<Mount>,
+    pub cap_add: Vec<String>,
+    /// Always `ALL`: capabilities are granted, never inherited.
+    pub cap_drop: Vec<String>,
+    pub security_opt: Vec<String>,
+    /// A network name, or `container:<name>` to join another container's namespace.
+    pub network_mode: String,
+    pub hostname: Option<String>,
+    pub dns: Vec<String>,
+    pub sysctls: BTreeMap<String, String>,
+    pub memory: Option<i64>,
+    pub nano_cpus: Option<i64>,
+    pub pids_limit: i64,
+    pub init: bool,
+    pub working_dir: Option<String>,
+}
+
+/// Everything a session's container plans depend on.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    pub session_id: String,
+    pub agent_image: String,
+    pub gate_image: String,
+    /// The network the gate joins (sbx's per-session network, or `--network`).
+    pub network: String,
+    pub session_dir: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    /// Checkout mounts (`/workspace/<name>` and what git needs).
+    pub mounts: Vec<Mount>,
+    /// `~/.claude` and `~/.claude.json` on the host, when mounting is on.
+    pub claude: Option<(PathBuf, PathBuf)>,
+    pub cpus: f64,
+    pub memory: u64,
+    pub pids: i64,
+    pub dns: Vec<IpAddr>,
+    /// The folder the command starts in.
+    pub working_dir: String,
+}
+
+pub fn network_name(session_id: &str) -> String {
+    format!("sbx-{session_id}")
+}
+
+pub fn gate_name(session_id: &str) -> String {
+    format!("sbx-{session_id}-gate")
+}
+
+pub fn agent_name(session_id: &str) -> String {
+    format!("sbx-{session_id}-agent")
+}
+
+/// Session-folder paths shared by the planner and the code that writes the files.
+pub fn gate_dir(session_dir: &Path) -> PathBuf {
+    session_dir.join("gate")
+}
+
+pub fn log_dir(session_dir: &Path) -> PathBuf {
+    session_dir.join("log")
+}
+
+pub fn gitconfig_path(session_dir: &Path) -> PathBuf {
+    session_dir.join("home/gitconfig")
+}
+
+pub fn labels(session_id: &str, role: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (SESSION_LABEL.to_owned(), session_id.to_owned()),
+        (ROLE_LABEL.to_owned(), role.to_owned()),
+    ])
+}
+
+fn bind(host: impl Into<PathBuf>, container: &str, read_only: bool) -> Mount {
+    Mount {
+        host: host.into(),
+        container: PathBuf::from(container),
+        read_only,
+    }
+}
+
+/// The gate: root, but holding only NET_ADMIN and NET_RAW (firewall, ipsets, NFLOG), never
+/// running agent code. It owns the network namespace so the agent never needs those powers.
+pub fn gate(i: &Inputs) -> ContainerSpec {
+    ContainerSpec {
+        name: gate_name(&i.session_id),
+        image: i.gate_image.clone(),
+        user: "0:0".into(),
+        cmd: vec!["/usr/local/lib/sbx/gate".into()],
+        labels: labels(&i.session_id, "gate"),
+        mounts: vec![
+            bind(gate_dir(&i.session_dir), GATE_CONF_DIR, true),
+            bind(log_dir(&i.session_dir), GATE_LOG_DIR, false),
+        ],
+        cap_add: vec!["NET_ADMIN".into(), "NET_RAW".into()],
+        cap_drop: vec!["ALL".into()],
+        security_opt: vec!["no-new-privileges:true".into()],
+        network_mode: i.network.clone(),
+        hostname: Some(format!("sbx-{}", i.session_id)),
+        dns: i.dns.iter().map(ToString::to_string).collect(),
+        // The DNS filter binds port 53 without CAP_NET_BIND_SERVICE.
+        sysctls: BTreeMap::from([(
+            "net.ipv4.ip_unprivileged_port_start".to_owned(),
+            "0".to_owned(),
+        )]),
+        memory: Some(128 << 20),
+        nano_cpus: Some(500_000_000),
+        pids_limit: 64,
+        init: true,
+        working_dir: None,
+    }
+}
+
+/// The agent: the host user's uid/gid (never root), no capability at all, no way to gain one,
+/// limits that fit the engine, and the gate's network namespace.
+pub fn agent(i: &Inputs) -> ContainerSpec {
+    let mut mounts = i.mounts.clone();
+    mounts.push(bind(
+        gate_dir(&i.session_dir).join("resolv.conf"),
+        "/etc/resolv.conf",
+        true,
+    ));
+    mounts.push(bind(gitconfig_path(&i.session_dir), "/etc/gitconfig", true));
+    if let Some((dir, json)) = &i.claude {
+        mounts.push(bind(dir, &format!("{AGENT_HOME}/.claude"), false));
+        mounts.push(bind(json, &format!("{AGENT_HOME}/.claude.json"), false));
+    }
+    ContainerSpec {
+        name: agent_name(&i.session_id),
+        image: i.agent_image.clone(),
+        user: format!("{}:{}", i.uid, i.gid),
+        cmd: vec!["sleep".into(), "infinity".into()],
+        labels: labels(&i.session_id, "agent"),
+        mounts,
+        cap_add: Vec::new(),
+        cap_drop: vec!["ALL".into()],
+        security_opt: vec!["no-new-privileges:true".into()],
+        network_mode: format!("container:{}", gate_name(&i.session_id)),
+        hostname: None,
+        dns: Vec::new(),
+        sysctls: BTreeMap::new(),
+        memory: Some(i.memory as i64),
+        nano_cpus: Some((i.cpus * 1e9) as i64),
+        pids_limit: i.pids,
+        init: true,
+        working_dir: Some(i.working_dir.clone()),
+    }
+}
+
+/// The agent's CPU limit: the setting, or up to 4, never more than the engine has.
+pub fn cpus(setting: Option<f64>, engine_cpus: u32) -> f64 {
+    let engine = f64::from(engine_cpus.max(1));
+    setting.unwrap_or(4.0).min(engine)
+}
+
+/// The agent's memory limit: the setting, or half the engine's memory, at most 8 GiB.
+pub fn memory(setting: Option<u64>, engine_memory: u64) -> u64 {
+    setting.unwrap_or_else(|| (engine_memory / 2).clamp(512 << 20, 8 << 30))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs() -> Inputs {
+        Inputs {
+            session_id: "abc123".into(),
+            agent_image: "sbx-sandbox:latest".into(),
+            gate_image: "sbx-gate:latest".into(),
+            network: "sbx-abc123".into(),
+            session_dir: "/home/u/.cache/sbx/sessions/abc123".into(),
+            uid: 501,
+            gid: 20,
+            mounts: vec![
+                Mount {
+                    host: "/home/u/.cache/sbx/sessions/abc123/repos/app".into(),
+                    container: "/workspace/app".into(),
+                    read_only: false,
+                },
+                Mount {
+                    host: "/home/u/code/app/.git/objects".into(),
+                    container: "/home/u/code/app/.git/objects".into(),
+                    read_only: true,
+                },
+            ],
+            claude: Some(("/home/u/.claude".into(), "/home/u/.claude.json".into())),
+            cpus: 2.0,
+            memory: 4 << 30,
+            pids: 4096,
+            dns: vec![],
+            working_dir: "/workspace/app".into(),
+        }
+    }
+
+    #[test]
+    fn agent_spec_snapshot() {
+        insta::assert_yaml_snapshot!(agent(&inputs()));
+    }
+
+    #[test]
+    fn gate_spec_snapshot() {
+        insta::assert_yaml_snapshot!(gate(&inputs()));
+    }
+
+    #[test]
+    fn agent_holds_no_capability_and_is_not_root() {
+        let a = agent(&inputs());
+        assert!(a.cap_add.is_empty());
+        assert_eq!(a.cap_drop, ["ALL"]);
+        assert!(a.security_opt.contains(&"no-new-privileges:true".to_owned()));
+        assert!(!a.user.starts_with("0:"));
+        assert!(a.network_mode.starts_with("container:"));
+        let g = gate(&inputs());
+        assert_eq!(g.cap_add, ["NET_ADMIN", "NET_RAW"]);
+    }
+
+    #[test]
+    fn limits_fit_the_engine() {
+        assert_eq!(cpus(None, 2), 2.0);
+        assert_eq!(cpus(None, 16), 4.0);
+        assert_eq!(cpus(Some(8.0), 2), 2.0);
+        assert_eq!(cpus(Some(0.5), 2), 0.5);
+        assert_eq!(memory(None, 24 << 30), 8 << 30);
+        assert_eq!(memory(None, 4 << 30), 2 << 30);
+        assert_eq!(memory(Some(1 << 30), 4 << 30), 1 << 30);
+    }
+}

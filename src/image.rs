@@ -1,0 +1,317 @@
+//! The two images a session uses, as data: the agent's sandbox image (the embedded Dockerfile in
+//! `sandbox/`, or the user's) and the gate image (`sandbox/gate/`). Builds a deterministic tar
+//! context and its sha256 fingerprint; the engine module builds it only when the fingerprint
+//! stored on the image differs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::config::Settings;
+
+pub const FINGERPRINT_LABEL: &str = "dev.sbx.fingerprint";
+pub const GATE_TAG: &str = "sbx-gate:latest";
+
+const AGENT_DOCKERFILE: &str = include_str!("../sandbox/Dockerfile");
+const CA_README: &str = include_str!("../sandbox/ca/README");
+const GATE_DOCKERFILE: &str = include_str!("../sandbox/gate/Dockerfile");
+const GATE_SCRIPT: &str = include_str!("../sandbox/gate/gate");
+/// The start-up self-check, run with `bash -c` so custom images need no sbx files.
+pub const SELFCHECK: &str = include_str!("../sandbox/selfcheck.sh");
+
+/// An image to ensure: its tag, build context and fingerprint.
+#[derive(Debug, Clone)]
+pub struct ImageSpec {
+    /// `sandbox` or `gate`, for messages.
+    pub role: &'static str,
+    pub tag: String,
+    pub context: Vec<u8>,
+    pub build_args: BTreeMap<String, String>,
+    pub fingerprint: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("cannot read the CA certificate file `{path}`")]
+    CaRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{path}` holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)")]
+    CaEmpty { path: PathBuf },
+    #[error("cannot read the Dockerfile folder `{path}`")]
+    Context {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{path}` has no `Dockerfile`")]
+    NoDockerfile { path: PathBuf },
+}
+
+/// One file of a build context.
+struct File {
+    path: String,
+    data: Vec<u8>,
+    mode: u32,
+}
+
+/// The agent's image for a given agent uid/gid.
+pub fn agent_image(settings: &Settings, uid: u32, gid: u32) -> Result<ImageSpec, ImageError> {
+    let mut files = match &settings.image.dockerfile {
+        Some(dir) => read_context(dir)?,
+        None => vec![
+            file("Dockerfile", AGENT_DOCKERFILE, 0o644),
+            file("ca/README", CA_README, 0o644),
+        ],
+    };
+    files.extend(ca_files(&settings.image.extra_ca_certs)?);
+    let build_args = BTreeMap::from([
+        ("AGENT_UID".to_owned(), uid.to_string()),
+        ("AGENT_GID".to_owned(), gid.to_string()),
+        ("BASE_IMAGE".to_owned(), settings.image.base.clone()),
+    ]);
+    Ok(spec("sandbox", &settings.image.tag, files, build_args))
+}
+
+/// The gate image (firewall, DNS filter, logger).
+pub fn gate_image(settings: &Settings) -> Result<ImageSpec, ImageError> {
+    let mut files = vec![
+        file("Dockerfile", GATE_DOCKERFILE, 0o644),
+        file("ca/README", CA_README, 0o644),
+        file("gate", GATE_SCRIPT, 0o755),
+    ];
+    files.extend(ca_files(&settings.image.extra_ca_certs)?);
+    let build_args = BTreeMap::from([("BASE_IMAGE".to_owned(), settings.image.base.clone())]);
+    Ok(spec("gate", GATE_TAG, files, build_args))
+}
+
+fn file(path: &str, text: &str, mode: u32) -> File {
+    File {
+        path: path.to_owned(),
+        data: text.as_bytes().to_vec(),
+        mode,
+    }
+}
+
+fn spec(
+    role: &'static str,
+    tag: &str,
+    mut files: Vec<File>,
+    build_args: BTreeMap<String, String>,
+) -> ImageSpec {
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let context = deterministic_tar(&files);
+    let mut h = Sha256::new();
+    h.update(&context);
+    for (k, v) in &build_args {
+        h.update(format!("\0{k}={v}").as_bytes());
+    }
+    ImageSpec {
+        role,
+        tag: tag.to_owned(),
+        context,
+        build_args,
+        fingerprint: hex::encode(h.finalize()),
+    }
+}
+
+/// A tar whose bytes depend only on the files' paths, contents and modes: sorted entries, zero
+/// mtimes and owners, no symlinks followed.
+fn deterministic_tar(files: &[File]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    b.mode(tar::HeaderMode::Deterministic);
+    for f in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(f.data.len() as u64);
+        h.set_mode(f.mode);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        // Paths are relative and short; a bad one only fails the build that uses it.
+        if b.append_data(&mut h, &f.path, f.data.as_slice()).is_err() {
+            continue;
+        }
+    }
+    b.into_inner().unwrap_or_default()
+}
+
+/// Every certificate of every extra CA file, one `.crt` per certificate (what
+/// `update-ca-certificates` expects), named by content so the order of files does not matter.
+fn ca_files(paths: &[PathBuf]) -> Result<Vec<File>, ImageError> {
+    let mut out = BTreeMap::new();
+    for p in paths {
+        let text = std::fs::read_to_string(p).map_err(|source| ImageError::CaRead {
+            path: p.clone(),
+            source,
+        })?;
+        let certs = split_pem(&text);
+        if certs.is_empty() {
+            return Err(ImageError::CaEmpty { path: p.clone() });
+        }
+        for c in certs {
+            let name = format!("ca/sbx-{}.crt", &hex::encode(Sha256::digest(c.as_bytes()))[..16]);
+            out.insert(name, c);
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|(path, data)| File {
+            path,
+            data: data.into_bytes(),
+            mode: 0o644,
+        })
+        .collect())
+}
+
+fn split_pem(text: &str) -> Vec<String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(len) = rest[start..].find(END) else {
+            break;
+        };
+        let end = start + len + END.len();
+        out.push(format!("{}\n", &rest[start..end]));
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// A user's Dockerfile folder (or a Dockerfile path, whose folder is the context). `.git` and the
+/// lines of `.dockerignore` that name top-level entries are left out.
+fn read_context(path: &Path) -> Result<Vec<File>, ImageError> {
+    let err = |source| ImageError::Context {
+        path: path.to_owned(),
+        source,
+    };
+    let (dir, dockerfile) = if path.is_file() {
+        (
+            path.parent().unwrap_or(Path::new(".")).to_owned(),
+            Some(path.to_owned()),
+        )
+    } else {
+        (path.to_owned(), None)
+    };
+    let ignore: Vec<String> = std::fs::read_to_string(dir.join(".dockerignore"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.trim().trim_start_matches("./").trim_end_matches('/').to_owned())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let mut files = Vec::new();
+    let mut todo = vec![dir.clone()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).map_err(err)? {
+            let entry = entry.map_err(err)?;
+            let p = entry.path();
+            let rel = p
+                .strip_prefix(&dir)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .into_owned();
+            if rel == ".git" || ignore.iter().any(|i| *i == rel) {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&p).map_err(err)?;
+            if meta.is_dir() {
+                todo.push(p);
+            } else if meta.is_file() {
+                use std::os::unix::fs::PermissionsExt;
+                let data = std::fs::read(&p).map_err(err)?;
+                let exec = meta.permissions().mode() & 0o111 != 0;
+                files.push(File {
+                    path: rel,
+                    data,
+                    mode: if exec { 0o755 } else { 0o644 },
+                });
+            }
+        }
+    }
+    if let Some(df) = dockerfile {
+        let data = std::fs::read(&df).map_err(err)?;
+        files.retain(|f| f.path != "Dockerfile");
+        files.push(File {
+            path: "Dockerfile".into(),
+            data,
+            mode: 0o644,
+        });
+    }
+    if !files.iter().any(|f| f.path == "Dockerfile") {
+        return Err(ImageError::NoDockerfile { path: dir });
+    }
+    if !files.iter().any(|f| f.path.starts_with("ca/")) {
+        files.push(file("ca/README", CA_README, 0o644));
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn fingerprint_is_stable_and_follows_inputs() {
+        let s = Settings::default();
+        let a = agent_image(&s, 1000, 1000).unwrap();
+        let b = agent_image(&s, 1000, 1000).unwrap();
+        assert_eq!(a.fingerprint, b.fingerprint);
+        assert_eq!(a.context, b.context);
+        let c = agent_image(&s, 501, 20).unwrap();
+        assert_ne!(a.fingerprint, c.fingerprint);
+        let mut s2 = Settings::default();
+        s2.image.base = "debian:bookworm-slim".into();
+        assert_ne!(a.fingerprint, agent_image(&s2, 1000, 1000).unwrap().fingerprint);
+        assert_ne!(gate_image(&s).unwrap().fingerprint, a.fingerprint);
+    }
+
+    #[test]
+    fn extra_ca_certificates_are_split_and_change_the_fingerprint() {
+        let d = tempfile::tempdir().unwrap();
+        let bundle = d.path().join("bundle.pem");
+        std::fs::write(&bundle, format!("junk\n{CERT}{}", CERT.replace("MIIB", "MIIC"))).unwrap();
+        let mut s = Settings::default();
+        let plain = agent_image(&s, 1, 1).unwrap().fingerprint;
+        s.image.extra_ca_certs = vec![bundle];
+        let img = agent_image(&s, 1, 1).unwrap();
+        assert_ne!(img.fingerprint, plain);
+        let mut ar = tar::Archive::new(img.context.as_slice());
+        let names: Vec<String> = ar
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(names.iter().filter(|n| n.ends_with(".crt")).count(), 2, "{names:?}");
+        let empty = d.path().join("empty.pem");
+        std::fs::write(&empty, "nothing").unwrap();
+        s.image.extra_ca_certs = vec![empty];
+        assert!(matches!(agent_image(&s, 1, 1), Err(ImageError::CaEmpty { .. })));
+    }
+
+    #[test]
+    fn custom_dockerfile_folder() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Settings::default();
+        s.image.dockerfile = Some(d.path().to_owned());
+        assert!(matches!(agent_image(&s, 1, 1), Err(ImageError::NoDockerfile { .. })));
+        std::fs::write(d.path().join("Dockerfile"), "FROM x\n").unwrap();
+        std::fs::write(d.path().join("big.bin"), "x").unwrap();
+        std::fs::write(d.path().join(".dockerignore"), "big.bin\n").unwrap();
+        let img = agent_image(&s, 1, 1).unwrap();
+        let mut ar = tar::Archive::new(img.context.as_slice());
+        let names: Vec<String> = ar
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, [".dockerignore", "Dockerfile", "ca/README"]);
+    }
+}
