@@ -8,8 +8,12 @@
 //! the namespace) may send DNS upstream; the agent resolves through the filter on 127.0.0.1,
 //! which answers NXDOMAIN itself for every name not allowlisted and adds the answers for
 //! allowlisted names to per-port ipsets (with expiry, so rotating CDN addresses keep working);
-//! TCP to those sets is allowed; everything else is REJECTed (logged, then ICMP admin-prohibited)
-//! so it fails at once instead of hanging.
+//! TCP to those sets is allowed; everything else is logged and REJECTed (TCP reset, ICMP
+//! admin-prohibited otherwise) so it fails at once instead of hanging.
+//!
+//! The filter has no default upstream (`no-resolv`): each allowlisted name names the engine's
+//! resolver explicitly. (A `resolv-file` would make dnsmasq forward every name, whatever
+//! `local=/#/` says.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -25,7 +29,8 @@ pub const NFLOG_GROUP: u16 = 7;
 pub const LEARNED_TTL_SECS: u32 = 3600;
 /// dnsmasq's cache may not outlive the set entries it would otherwise skip refreshing.
 const MAX_CACHE_TTL_SECS: u32 = 300;
-/// Docker's embedded resolver, which the agent must not use directly.
+/// Docker's embedded resolver: the filter's only upstream, which the agent must not use directly
+/// (user-defined networks always have it; it forwards to the engine's or `dns:` servers).
 const ENGINE_DNS: &str = "127.0.0.11";
 
 /// The files the gate loads.
@@ -164,6 +169,9 @@ fn iptables_rules(groups: &BTreeSet<PortGroup>, v6: bool) -> String {
         format!(
             "-A SBX-REFUSE -m limit --limit 50/second --limit-burst 100 -j NFLOG --nflog-group {NFLOG_GROUP} --nflog-prefix sbx-refused"
         ),
+        // TCP gets a reset (an instant "connection refused"; an ICMP error would leave connect()
+        // retrying for a second), everything else an ICMP admin-prohibited.
+        "-A SBX-REFUSE -p tcp -j REJECT --reject-with tcp-reset".into(),
         format!("-A SBX-REFUSE -j REJECT --reject-with {reject}"),
         "COMMIT".into(),
     ]);
@@ -216,7 +224,7 @@ fn dnsmasq_conf(entries: &[Entry]) -> String {
          user=root\n\
          group=\n\
          no-hosts\n\
-         resolv-file=/etc/resolv.conf\n\
+         no-resolv\n\
          cache-size=1000\n\
          max-cache-ttl={MAX_CACHE_TTL_SECS}\n\
          log-queries=extra\n\
@@ -224,7 +232,7 @@ fn dnsmasq_conf(entries: &[Entry]) -> String {
          log-async=50\n"
     );
     for (name, d) in &domains {
-        out.push_str(&format!("server=/{name}/#\n"));
+        out.push_str(&format!("server=/{name}/{ENGINE_DNS}\n"));
         if !d.wildcard && !covered_by_wildcard(name) {
             // An exact name allows that name only: its subdomains stay local (NXDOMAIN), so
             // `<data>.allowed.example` cannot carry data to the domain's name servers.
@@ -248,6 +256,8 @@ fn ulogd_conf() -> String {
          \n\
          [log1]\n\
          group={NFLOG_GROUP}\n\
+         netlink_qthreshold=1\n\
+         netlink_qtimeout=1\n\
          \n\
          [emu1]\n\
          file=\"{GATE_LOG_DIR}/refused.log\"\n\

@@ -1,1 +1,26 @@
-fn main(){}
+//! The `sbx` binary: parse the command line, set up logging and the runtime, run, exit.
+
+use clap::Parser;
+
+fn main() {
+    let cli = sbx::cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SBX_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .init();
+    let code = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(sbx::cli::run(cli)),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            sbx::cli::EXIT_FAILURE
+        }
+    };
+    // Exit without waiting on the thread that may still block reading stdin.
+    std::process::exit(code);
+}

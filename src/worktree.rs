@@ -53,6 +53,9 @@ pub struct Checkout {
     pub start_commit: String,
     pub start_branch: Option<String>,
     pub mounts: Vec<Mount>,
+    /// False until the checkout is complete; an unfinished one is simply removed at the end.
+    #[serde(default)]
+    pub ready: bool,
 }
 
 /// What became of a checkout at the end of its session.
@@ -244,28 +247,62 @@ pub fn object_dirs(common_dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Makes the session's checkout of `repo` at `dest`. `owner` chowns the result (used when sbx
-/// runs as root but the agent does not).
-pub async fn create(
-    repo: &Repo,
-    name: &str,
-    dest: &Path,
-    mode: GitMode,
+impl Checkout {
+    /// The checkout a session is about to make, recorded before anything exists on disk so that
+    /// an interrupted start can be cleaned up.
+    pub fn plan(repo: &Repo, name: &str, dest: &Path, mode: GitMode) -> Checkout {
+        Checkout {
+            name: name.to_owned(),
+            host_root: repo.root.clone(),
+            common_dir: repo.common_dir.clone(),
+            path: dest.to_owned(),
+            mode,
+            start_commit: repo.head_commit.clone(),
+            start_branch: repo.head_branch.clone(),
+            mounts: Vec::new(),
+            ready: false,
+        }
+    }
+}
+
+/// Makes a planned checkout. `owner` chowns the result (used when sbx runs as root but the agent
+/// does not). On failure nothing of it is left behind.
+pub async fn create(c: &mut Checkout, owner: Option<(u32, u32)>) -> Result<(), GitError> {
+    match create_inner(c, owner).await {
+        Ok(mounts) => {
+            c.mounts = std::iter::once(Mount {
+                host: c.path.clone(),
+                container: PathBuf::from("/workspace").join(&c.name),
+                read_only: false,
+            })
+            .chain(mounts)
+            .collect();
+            c.ready = true;
+            Ok(())
+        }
+        Err(source) => {
+            let _ = remove(c);
+            Err(GitError::Create {
+                repo: c.host_root.clone(),
+                dest: c.path.clone(),
+                source,
+            })
+        }
+    }
+}
+
+async fn create_inner(
+    c: &Checkout,
     owner: Option<(u32, u32)>,
-) -> Result<Checkout, GitError> {
-    let fail = |source: Box<dyn std::error::Error + Send + Sync>| GitError::Create {
-        repo: repo.root.clone(),
-        dest: dest.to_owned(),
-        source,
-    };
-    let mounts = match mode {
-        GitMode::Isolated => create_isolated(repo, dest).await.map_err(fail)?,
-        GitMode::Worktree => create_worktree(repo, dest).await.map_err(fail)?,
+) -> Result<Vec<Mount>, Box<dyn std::error::Error + Send + Sync>> {
+    let mounts = match c.mode {
+        GitMode::Isolated => create_isolated(c).await?,
+        GitMode::Worktree => create_worktree(c).await?,
     };
     if let Some((uid, gid)) = owner {
-        let d = dest.to_owned();
-        let gitdir = match mode {
-            GitMode::Worktree => worktree_admin_dir(dest),
+        let d = c.path.clone();
+        let gitdir = match c.mode {
+            GitMode::Worktree => worktree_admin_dir(&c.path),
             GitMode::Isolated => None,
         };
         tokio::task::spawn_blocking(move || {
@@ -275,26 +312,9 @@ pub async fn create(
             }
             Ok::<_, std::io::Error>(())
         })
-        .await
-        .map_err(|e| fail(e.into()))?
-        .map_err(|e| fail(e.into()))?;
+        .await??;
     }
-    let mut all = vec![Mount {
-        host: dest.to_owned(),
-        container: PathBuf::from("/workspace").join(name),
-        read_only: false,
-    }];
-    all.extend(mounts);
-    Ok(Checkout {
-        name: name.to_owned(),
-        host_root: repo.root.clone(),
-        common_dir: repo.common_dir.clone(),
-        path: dest.to_owned(),
-        mode,
-        start_commit: repo.head_commit.clone(),
-        start_branch: repo.head_branch.clone(),
-        mounts: all,
-    })
+    Ok(mounts)
 }
 
 /// Git settings for commands sbx runs in a fresh checkout: no hooks, no LFS downloads (the
@@ -314,13 +334,11 @@ const QUIET_CHECKOUT: &[&str] = &[
     "advice.detachedHead=false",
 ];
 
-async fn create_isolated(
-    repo: &Repo,
-    dest: &Path,
-) -> Result<Vec<Mount>, Box<dyn std::error::Error + Send + Sync>> {
+async fn create_isolated(c: &Checkout) -> Result<Vec<Mount>, Box<dyn std::error::Error + Send + Sync>> {
+    let dest = c.path.as_path();
     let (refs, config, format) = {
-        let common = repo.common_dir.clone();
-        let head_branch = repo.head_branch.clone();
+        let common = c.common_dir.clone();
+        let head_branch = c.start_branch.clone();
         tokio::task::spawn_blocking(move || host_refs_and_config(&common, head_branch.as_deref()))
             .await??
     };
@@ -331,7 +349,7 @@ async fn create_isolated(
     }
     init.run().await?;
     let gitdir = dest.join(".git");
-    let objects = object_dirs(&repo.common_dir);
+    let objects = object_dirs(&c.common_dir);
     let own_objects = objects[0].clone();
     std::fs::create_dir_all(gitdir.join("objects/info"))?;
     std::fs::write(
@@ -339,15 +357,15 @@ async fn create_isolated(
         format!("{}\n", own_objects.display()),
     )?;
     std::fs::write(gitdir.join("packed-refs"), refs)?;
-    let head = match &repo.head_branch {
+    let head = match &c.start_branch {
         Some(b) => format!("ref: refs/heads/{b}\n"),
-        None => format!("{}\n", repo.head_commit),
+        None => format!("{}\n", c.start_commit),
     };
     std::fs::write(gitdir.join("HEAD"), head)?;
-    if repo.shallow {
-        std::fs::copy(repo.common_dir.join("shallow"), gitdir.join("shallow"))?;
+    if c.common_dir.join("shallow").exists() {
+        std::fs::copy(c.common_dir.join("shallow"), gitdir.join("shallow"))?;
     }
-    if let Ok(exclude) = std::fs::read(repo.common_dir.join("info/exclude")) {
+    if let Ok(exclude) = std::fs::read(c.common_dir.join("info/exclude")) {
         std::fs::create_dir_all(gitdir.join("info"))?;
         std::fs::write(gitdir.join("info/exclude"), exclude)?;
     }
@@ -449,26 +467,23 @@ fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
-async fn create_worktree(
-    repo: &Repo,
-    dest: &Path,
-) -> Result<Vec<Mount>, Box<dyn std::error::Error + Send + Sync>> {
-    if let Some(parent) = dest.parent() {
+async fn create_worktree(c: &Checkout) -> Result<Vec<Mount>, Box<dyn std::error::Error + Send + Sync>> {
+    if let Some(parent) = c.path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    Cmd::git(&repo.root)
+    Cmd::git(&c.host_root)
         .args(QUIET_CHECKOUT)
         .args(["worktree", "add", "--detach", "-q"])
-        .arg(dest)
-        .arg(&repo.head_commit)
+        .arg(&c.path)
+        .arg(&c.start_commit)
         .timeout(std::time::Duration::from_secs(600))
         .run()
         .await?;
     // The worktree's `.git` file names the shared `.git` by absolute path, so it is mounted at
     // the same path, writable: commits need it. This is the mode's known weakness.
     Ok(vec![Mount {
-        host: repo.common_dir.clone(),
-        container: repo.common_dir.clone(),
+        host: c.common_dir.clone(),
+        container: c.common_dir.clone(),
         read_only: false,
     }])
 }
@@ -490,6 +505,16 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Lets libgit2 open repositories owned by another uid (checkouts handed to the agent's uid).
+/// Safe here because sbx only reads them with libgit2, which runs no hooks, filters or commands.
+fn trust_checkout_owners() {
+    // SAFETY: a process-wide libgit2 option, set before any repository is opened by this call
+    // path's threads; libgit2 reads it without other synchronisation requirements.
+    unsafe {
+        let _ = git2::opts::set_verify_owner_validation(false);
+    }
+}
+
 /// The host branch a session's commits land on.
 pub fn session_branch(session_id: &str) -> String {
     format!("sbx/{session_id}")
@@ -499,6 +524,7 @@ pub fn session_branch(session_id: &str) -> String {
 /// it is clean, keeps it when it holds uncommitted work (or when `keep` is set). Idempotent: a
 /// checkout that is already gone is reported as removed. Blocking (libgit2).
 pub fn finish(c: &Checkout, session_id: &str, keep: bool) -> Outcome {
+    trust_checkout_owners();
     let mut out = Outcome {
         name: c.name.clone(),
         branch: None,
@@ -507,6 +533,13 @@ pub fn finish(c: &Checkout, session_id: &str, keep: bool) -> Outcome {
         host_root: c.host_root.clone(),
     };
     if !c.path.exists() {
+        return out;
+    }
+    if !c.ready {
+        // Interrupted while being made: it holds nothing of the user's.
+        if let Err(e) = remove(c) {
+            out.kept = Some(e.to_string());
+        }
         return out;
     }
     let branch = session_branch(session_id);
@@ -766,7 +799,8 @@ mod tests {
         let repo = discover(&host).unwrap();
         assert_eq!(repo.head_branch.as_deref(), Some("main"));
         let dest = d.path().join("s/repos/host");
-        let c = create(&repo, "host", &dest, GitMode::Isolated, None).await.unwrap();
+        let mut c = Checkout::plan(&repo, "host", &dest, GitMode::Isolated);
+        create(&mut c, None).await.unwrap();
         assert_eq!(std::fs::read_to_string(dest.join("a.txt")).unwrap(), "a\n");
         assert_eq!(git(&dest, &["remote", "get-url", "origin"]).trim(), "https://example.com/x.git");
         assert_eq!(git(&dest, &["status", "--porcelain"]), "");
@@ -775,7 +809,8 @@ mod tests {
         assert_eq!((o.branch.clone(), o.kept.clone()), (None, None), "{o:?}");
         assert!(!dest.exists());
 
-        let c = create(&repo, "host", &dest, GitMode::Isolated, None).await.unwrap();
+        let mut c = Checkout::plan(&repo, "host", &dest, GitMode::Isolated);
+        create(&mut c, None).await.unwrap();
         std::fs::write(dest.join("b.txt"), "b\n").unwrap();
         git(&dest, &["add", "."]);
         git(&dest, &["commit", "-q", "-m", "second"]);
@@ -799,7 +834,8 @@ mod tests {
         repo_with_commit(&host);
         let repo = discover(&host).unwrap();
         let dest = d.path().join("s/repos/host");
-        let c = create(&repo, "host", &dest, GitMode::Worktree, None).await.unwrap();
+        let mut c = Checkout::plan(&repo, "host", &dest, GitMode::Worktree);
+        create(&mut c, None).await.unwrap();
         assert!(c.mounts.iter().any(|m| m.host == repo.common_dir && !m.read_only));
         std::fs::write(dest.join("new.txt"), "x").unwrap();
         let o = finish(&c, "w1", false);

@@ -1,0 +1,144 @@
+//! The command line: clap definitions, and the dispatch that turns a parsed command into calls on
+//! the library and an exit code. Errors become `error:` / `Caused by:` / `hint:` on stderr.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::commands;
+use crate::paths::Dirs;
+use crate::progress::Ui;
+use crate::session::Context;
+
+/// sbx's own failures (as opposed to the command's exit code).
+pub const EXIT_FAILURE: i32 = 125;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sbx",
+    version,
+    about = "Run an AI coding agent (or any command) in a throwaway, locked-down sandbox",
+    long_about = "Each `sbx run` gives the command its own checkout of your repositories, an \
+                  ephemeral hardened container and an egress firewall that only lets it reach \
+                  allowlisted hosts. When it exits, the sandbox is removed; commits come back as a \
+                  branch `sbx/<session>`, uncommitted work is kept."
+)]
+pub struct Cli {
+    /// Print only warnings and errors (no progress).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// The container engine to use (`unix:///path`, `tcp://host:port`), instead of
+    /// `DOCKER_HOST`, the docker context, or the default socket.
+    #[arg(long, global = true, value_name = "URL")]
+    pub docker_host: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a sandbox session and run the agent (default `claude`) or `-- CMD ARGS...` in it.
+    Run(RunArgs),
+    /// Check the engine and build the images (a no-op when they are up to date).
+    Setup(SetupArgs),
+    /// List sessions: running ones and ones whose work was kept.
+    Ls(LsArgs),
+    /// Clean up after sessions that died: containers, networks, clean checkouts (never dirty
+    /// ones; their commits are imported first).
+    Gc,
+    /// Check the environment and say what is missing.
+    Doctor(DoctorArgs),
+    /// Show the resolved settings and where each came from.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A repository to put in the sandbox (repeatable; default: the one containing the current
+    /// folder). Each is at `/workspace/<folder name>`.
+    #[arg(long = "repo", value_name = "PATH")]
+    pub repos: Vec<PathBuf>,
+    /// Also allow this destination: a host name, `*.domain`, an IP or a CIDR, with optional
+    /// `:PORT` (repeatable).
+    #[arg(long = "allow", value_name = "ENTRY")]
+    pub allow: Vec<String>,
+    /// Attach the session to this existing Docker network instead of its own.
+    #[arg(long, value_name = "NAME")]
+    pub network: Option<String>,
+    /// Keep every checkout at the end, clean or not.
+    #[arg(long)]
+    pub keep: bool,
+    /// Print where the session's time went (to stderr).
+    #[arg(long)]
+    pub timings: bool,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SetupArgs {}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Include finished sessions that kept nothing.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print every setting, its value and its source.
+    Show {
+        /// Machine-readable output on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub async fn run(cli: Cli) -> i32 {
+    let ui = Ui::new(cli.quiet);
+    let dirs = match Dirs::from_env() {
+        Ok(d) => d,
+        Err(e) => {
+            ui.error(&e.to_string(), &[], None);
+            return EXIT_FAILURE;
+        }
+    };
+    let ctx = Context { dirs, ui };
+    let result = match cli.command {
+        Command::Run(args) => commands::run::run(&ctx, args, cli.docker_host).await,
+        Command::Setup(args) => commands::setup::run(&ctx, args, cli.docker_host).await,
+        Command::Ls(args) => commands::ls::run(&ctx, args, cli.docker_host).await,
+        Command::Gc => commands::gc::run(&ctx, cli.docker_host).await,
+        Command::Doctor(args) => commands::doctor::run(&ctx, args, cli.docker_host).await,
+        Command::Config {
+            command: ConfigCommand::Show { json },
+        } => commands::config::show(&ctx, json, cli.docker_host),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            report_error(&ctx.ui, &e);
+            EXIT_FAILURE
+        }
+    }
+}
+
+/// Prints an error chain with the most specific hint any layer of it offers.
+pub fn report_error(ui: &Ui, e: &anyhow::Error) {
+    let mut causes: Vec<String> = e.chain().skip(1).map(ToString::to_string).collect();
+    causes.dedup();
+    let hint = e.chain().find_map(commands::hint_for);
+    ui.error(&e.to_string(), &causes, hint.as_deref());
+}

@@ -1,0 +1,119 @@
+//! `sbx ls`: sessions that are running, died, or kept work; `--all` adds finished ones.
+
+use serde::Serialize;
+
+use crate::cli::LsArgs;
+use crate::session::Context;
+use crate::state::{self, Phase};
+use crate::worktree::session_branch;
+
+#[derive(Serialize)]
+struct Row {
+    id: String,
+    state: &'static str,
+    created: u64,
+    age: String,
+    command: Vec<String>,
+    vm: Option<String>,
+    repos: Vec<RepoRow>,
+}
+
+#[derive(Serialize)]
+struct RepoRow {
+    name: String,
+    host_repo: String,
+    path: String,
+    /// The branch the session's commits are (or will be) on.
+    branch: Option<String>,
+    kept: Option<String>,
+}
+
+pub async fn run(ctx: &Context, args: LsArgs, _docker_host: Option<String>) -> anyhow::Result<i32> {
+    let mut rows = Vec::new();
+    for (dir, r) in state::list(&ctx.dirs.sessions()) {
+        let live = state::is_live(&dir);
+        let kept = r.outcomes.iter().any(|o| o.kept.is_some() && o.path.exists());
+        let st = match (r.phase, live) {
+            (Phase::Running, true) => "running",
+            (Phase::Running, false) => "dead",
+            (Phase::Finished, _) if kept => "kept",
+            (Phase::Finished, _) => "finished",
+        };
+        if st == "finished" && !args.all {
+            continue;
+        }
+        let repos = if r.phase == Phase::Finished {
+            r.outcomes
+                .iter()
+                .map(|o| RepoRow {
+                    name: o.name.clone(),
+                    host_repo: o.host_root.display().to_string(),
+                    path: o.path.display().to_string(),
+                    branch: o.branch.clone(),
+                    kept: o.kept.clone(),
+                })
+                .collect()
+        } else {
+            r.checkouts
+                .iter()
+                .map(|c| RepoRow {
+                    name: c.name.clone(),
+                    host_repo: c.host_root.display().to_string(),
+                    path: c.path.display().to_string(),
+                    branch: Some(session_branch(&r.id)),
+                    kept: None,
+                })
+                .collect()
+        };
+        rows.push(Row {
+            id: r.id.clone(),
+            state: st,
+            created: r.created,
+            age: state::age(r.created),
+            command: r.command.clone(),
+            vm: r.vm.clone(),
+            repos,
+        });
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(0);
+    }
+    if rows.is_empty() {
+        ctx.ui.info("no sessions");
+        return Ok(0);
+    }
+    println!("{:<10} {:<9} {:>5}  {:<20} REPOS", "ID", "STATE", "AGE", "COMMAND");
+    for r in rows {
+        let repos: Vec<String> = r
+            .repos
+            .iter()
+            .map(|x| {
+                let mut s = x.name.clone();
+                if let Some(b) = &x.branch {
+                    s.push_str(&format!(" [{b}]"));
+                }
+                if x.kept.is_some() {
+                    s.push_str(&format!(" kept at {}", x.path));
+                }
+                s
+            })
+            .collect();
+        let cmd: String = r
+            .command
+            .join(" ")
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(20)
+            .collect();
+        println!(
+            "{:<10} {:<9} {:>5}  {:<20} {}",
+            r.id,
+            r.state,
+            r.age,
+            cmd,
+            repos.join(", ")
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,113 @@
+//! The subcommands: each turns parsed arguments into library calls and output. Shared here:
+//! loading settings for the current folder, and finding the hint an error chain offers.
+
+pub mod config;
+pub mod doctor;
+pub mod gc;
+pub mod ls;
+pub mod run;
+pub mod setup;
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{ConfigError, Layer, Settings};
+use crate::engine::EngineError;
+use crate::image::ImageError;
+use crate::session::Context;
+use crate::worktree::{self, GitError, Repo};
+
+/// An error that knows what the user should do about it.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Hinted {
+    pub message: String,
+    pub hint: String,
+}
+
+pub fn hinted(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
+    Hinted {
+        message: message.into(),
+        hint: hint.into(),
+    }
+    .into()
+}
+
+/// The hint for one error of a chain, when its type has one.
+pub fn hint_for(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    if let Some(h) = e.downcast_ref::<Hinted>() {
+        return Some(h.hint.clone());
+    }
+    if let Some(g) = e.downcast_ref::<GitError>() {
+        return g.hint();
+    }
+    if let Some(x) = e.downcast_ref::<EngineError>() {
+        return x.hint();
+    }
+    if let Some(c) = e.downcast_ref::<ConfigError>() {
+        return Some(match c {
+            ConfigError::Env { var, .. } => format!("fix or unset `{var}`"),
+            ConfigError::Parse { path, .. } | ConfigError::Read { path, .. } => format!(
+                "fix `{}` (`sbx config show` lists every valid key)",
+                path.display()
+            ),
+            ConfigError::Value { .. } => "`sbx config show` lists every setting and its source".into(),
+        });
+    }
+    if e.downcast_ref::<crate::allowlist::EntryError>().is_some() {
+        return Some(
+            "write a host name (`example.com`), a wildcard (`*.example.com`), an IP or a CIDR, optionally with `:PORT`"
+                .into(),
+        );
+    }
+    if let Some(i) = e.downcast_ref::<ImageError>() {
+        return Some(match i {
+            ImageError::CaRead { .. } | ImageError::CaEmpty { .. } => {
+                "point `image.extra_ca_certs` at PEM files".into()
+            }
+            _ => "point `image.dockerfile` at a folder with a Dockerfile".into(),
+        });
+    }
+    None
+}
+
+fn cwd() -> anyhow::Result<PathBuf> {
+    std::env::current_dir().map_err(|e| anyhow::anyhow!("cannot read the current folder: {e}"))
+}
+
+/// Settings for a project root (when there is one), with the given flags on top.
+pub fn load_settings(
+    ctx: &Context,
+    project_root: Option<&Path>,
+    flags: Layer,
+) -> anyhow::Result<Settings> {
+    Ok(Settings::load(
+        &ctx.dirs.user_config_file(),
+        project_root,
+        std::env::vars(),
+        &cwd()?,
+        flags,
+    )?)
+}
+
+/// The primary repository: the first `--repo`, or the one containing the current folder.
+pub fn primary_repo(repos: &[PathBuf]) -> Result<Repo, GitError> {
+    match repos.first() {
+        Some(p) => worktree::discover(p),
+        None => worktree::discover(&cwd().map_err(|_| GitError::NotARepo {
+            path: PathBuf::from("."),
+        })?),
+    }
+}
+
+/// The project folder for `.sbx.yaml` when the current folder is in a repository.
+pub fn project_root() -> Option<PathBuf> {
+    primary_repo(&[]).ok().map(|r| r.root)
+}
+
+/// The engine endpoint for these settings and flags.
+pub fn endpoint(ctx: &Context, settings: &Settings, flag: Option<String>) -> String {
+    crate::engine::resolve_endpoint(
+        flag.as_deref().or(settings.docker_host.as_deref()),
+        &ctx.dirs.home,
+    )
+}

@@ -1,0 +1,646 @@
+//! The container engine adapter: finding the Docker endpoint, and the thin calls sbx makes through
+//! bollard (images, networks, containers, execs). It performs what the planners decided and knows
+//! nothing of sessions or terminals; long operations report through [`BuildProgress`].
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::errors::Error as ApiError;
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, ExecConfig, HostConfig, NetworkCreateRequest};
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
+    ResizeExecOptionsBuilder,
+};
+use futures_util::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWrite;
+
+use crate::container::{ContainerSpec, SESSION_LABEL};
+use crate::image::{FINGERPRINT_LABEL, ImageSpec};
+
+/// A connected engine.
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+    pub endpoint: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no container engine answers at `{endpoint}`")]
+    Unavailable {
+        endpoint: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("the engine refused to {action}")]
+    Api {
+        action: String,
+        #[source]
+        source: ApiError,
+    },
+    #[error("building the {role} image `{tag}` failed at `{step}`:\n{output}")]
+    Build {
+        role: String,
+        tag: String,
+        step: String,
+        output: String,
+    },
+    #[error("the {role} image `{tag}` is missing; run `sbx setup`")]
+    ImageMissing { role: String, tag: String },
+}
+
+impl EngineError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            EngineError::Unavailable { .. } => Some(
+                "start Docker (on Linux `sudo systemctl start docker`, on macOS `colima start`), \
+                 or point sbx at an engine with `--docker-host` or `DOCKER_HOST`"
+                    .into(),
+            ),
+            EngineError::Build { step, .. } if step.contains("FROM") => Some(
+                "the base image could not be found or pulled: `docker pull` it, or set `image.base`"
+                    .into(),
+            ),
+            EngineError::Build { .. } => Some(
+                "fix the step above (for a TLS-intercepting proxy, add its CA with `image.extra_ca_certs`), then run `sbx setup`"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+fn api(action: impl Into<String>) -> impl FnOnce(ApiError) -> EngineError {
+    let action = action.into();
+    move |source| EngineError::Api { action, source }
+}
+
+fn is_not_found(e: &ApiError) -> bool {
+    matches!(e, ApiError::DockerResponseServerError { status_code: 404, .. })
+}
+
+/// Reports an image build as it goes.
+pub trait BuildProgress: Send + Sync {
+    /// A Dockerfile step started (`step` of `total`).
+    fn step(&self, step: u64, total: u64, text: &str);
+    /// Any output line of the build.
+    fn line(&self, text: &str);
+}
+
+/// Where the engine is, in the order a user expects: the setting or flag, `DOCKER_HOST`, the
+/// current docker context (Colima registers one), Colima's default socket, the system socket.
+pub fn resolve_endpoint(setting: Option<&str>, home: &Path) -> String {
+    if let Some(h) = setting.filter(|h| !h.is_empty()) {
+        return h.to_owned();
+    }
+    if let Some(h) = std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()) {
+        return h;
+    }
+    let docker_config = std::env::var_os("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".docker"));
+    let context = std::env::var("DOCKER_CONTEXT").ok().or_else(|| {
+        let text = std::fs::read_to_string(docker_config.join("config.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v.get("currentContext")?.as_str().map(str::to_owned)
+    });
+    if let Some(ctx) = context.filter(|c| c != "default") {
+        let id = hex::encode(Sha256::digest(ctx.as_bytes()));
+        let meta = docker_config.join("contexts/meta").join(id).join("meta.json");
+        if let Some(host) = std::fs::read_to_string(meta).ok().and_then(|t| {
+            let v: serde_json::Value = serde_json::from_str(&t).ok()?;
+            v.pointer("/Endpoints/docker/Host")?
+                .as_str()
+                .map(str::to_owned)
+        }) {
+            return host;
+        }
+    }
+    let colima_home = std::env::var_os("COLIMA_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".colima"));
+    let colima = colima_home.join("default/docker.sock");
+    if colima.exists() {
+        return format!("unix://{}", colima.display());
+    }
+    "unix:///var/run/docker.sock".into()
+}
+
+/// The start of an attached exec: its output, its stdin, and its id (for resize and exit code).
+pub struct ExecStreams {
+    pub id: String,
+    pub output: Pin<Box<dyn Stream<Item = Result<bollard::container::LogOutput, ApiError>> + Send>>,
+    pub input: Pin<Box<dyn AsyncWrite + Send>>,
+}
+
+/// What an exec should run.
+#[derive(Debug, Clone, Default)]
+pub struct ExecSpec {
+    pub cmd: Vec<String>,
+    pub user: String,
+    /// `KEY=value`. Exec environment is not part of the container's config, so secrets here do
+    /// not show in `docker inspect`.
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub tty: bool,
+    pub stdin: bool,
+    /// `(rows, cols)` at start, for TTY execs.
+    pub size: Option<(u16, u16)>,
+}
+
+/// A container or network sbx made, found by its session label.
+#[derive(Debug, Clone)]
+pub struct Labelled {
+    pub name: String,
+    pub session: String,
+    pub running: bool,
+}
+
+impl Engine {
+    /// Connects and checks the engine answers (within a few seconds).
+    pub async fn connect(endpoint: &str) -> Result<Engine, EngineError> {
+        let unavailable = |source: Box<dyn std::error::Error + Send + Sync>| {
+            EngineError::Unavailable {
+                endpoint: endpoint.to_owned(),
+                source,
+            }
+        };
+        let docker = if let Some(path) = endpoint.strip_prefix("unix://") {
+            Docker::connect_with_socket(path, 600, bollard::API_DEFAULT_VERSION)
+        } else if endpoint.starts_with('/') {
+            Docker::connect_with_socket(endpoint, 600, bollard::API_DEFAULT_VERSION)
+        } else {
+            Docker::connect_with_host(endpoint)
+        }
+        .map_err(|e| unavailable(e.into()))?;
+        match tokio::time::timeout(Duration::from_secs(5), docker.ping()).await {
+            Ok(Ok(_)) => Ok(Engine {
+                docker,
+                endpoint: endpoint.to_owned(),
+            }),
+            Ok(Err(e)) => Err(unavailable(e.into())),
+            Err(_) => Err(unavailable("no answer within 5 s".into())),
+        }
+    }
+
+    /// CPUs and bytes of memory the engine has.
+    pub async fn capacity(&self) -> Result<(u32, u64), EngineError> {
+        let info = self.docker.info().await.map_err(api("describe itself"))?;
+        Ok((
+            info.ncpu.unwrap_or(1).max(1) as u32,
+            info.mem_total.unwrap_or(2 << 30).max(0) as u64,
+        ))
+    }
+
+    pub async fn version(&self) -> Result<String, EngineError> {
+        let v = self.docker.version().await.map_err(api("report its version"))?;
+        Ok(v.version.unwrap_or_else(|| "unknown".into()))
+    }
+
+    /// The fingerprint label of a local image, `None` when the image is absent.
+    pub async fn image_fingerprint(&self, tag: &str) -> Result<Option<String>, EngineError> {
+        match self.docker.inspect_image(tag).await {
+            Ok(img) => Ok(Some(
+                img.config
+                    .and_then(|c| c.labels)
+                    .and_then(|l| l.get(FINGERPRINT_LABEL).cloned())
+                    .unwrap_or_default(),
+            )),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(api(format!("inspect the image `{tag}`"))(e)),
+        }
+    }
+
+    /// Builds an image from its spec, streaming progress; on failure the error carries the
+    /// failing step and its output.
+    pub async fn build(
+        &self,
+        spec: &ImageSpec,
+        progress: &dyn BuildProgress,
+    ) -> Result<(), EngineError> {
+        let labels = HashMap::from([
+            (FINGERPRINT_LABEL.to_owned(), spec.fingerprint.clone()),
+            ("dev.sbx.image".to_owned(), spec.role.to_owned()),
+        ]);
+        let args: HashMap<String, String> = spec.build_args.clone().into_iter().collect();
+        let opts = BuildImageOptionsBuilder::default()
+            .dockerfile("Dockerfile")
+            .t(&spec.tag)
+            .labels(&labels)
+            .buildargs(&args)
+            .rm(true)
+            .forcerm(true)
+            .build();
+        let body = bollard::body_full(spec.context.clone().into());
+        let mut stream = self.docker.build_image(opts, None, Some(body));
+        let mut step = String::from("the start");
+        let mut output: Vec<String> = Vec::new();
+        let fail = |step: &str, output: &[String], extra: Option<String>| {
+            let mut out: Vec<String> = output.iter().rev().take(40).rev().cloned().collect();
+            out.extend(extra);
+            EngineError::Build {
+                role: spec.role.into(),
+                tag: spec.tag.clone(),
+                step: step.to_owned(),
+                output: out.join("\n"),
+            }
+        };
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(i) => i,
+                Err(ApiError::DockerStreamError { error }) => {
+                    return Err(fail(&step, &output, Some(error)));
+                }
+                Err(e) => return Err(fail(&step, &output, Some(e.to_string()))),
+            };
+            if let Some(d) = info.error_detail {
+                return Err(fail(&step, &output, d.message));
+            }
+            let Some(text) = info.stream.or(info.status) else {
+                continue;
+            };
+            for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+                if let Some((n, total, what)) = parse_step(line) {
+                    step = what.to_owned();
+                    output.clear();
+                    progress.step(n, total, what);
+                } else {
+                    output.push(line.to_owned());
+                }
+                progress.line(line);
+            }
+        }
+        match self.image_fingerprint(&spec.tag).await? {
+            Some(fp) if fp == spec.fingerprint => Ok(()),
+            _ => Err(fail(&step, &output, Some("the build ended without an image".into()))),
+        }
+    }
+
+    pub async fn create_network(
+        &self,
+        name: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), EngineError> {
+        let req = NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".into()),
+            labels: Some(labels.clone().into_iter().collect()),
+            // Containers on a session network cannot talk to each other; with one network per
+            // session, sessions cannot reach each other either.
+            options: Some(HashMap::from([(
+                "com.docker.network.bridge.enable_icc".to_owned(),
+                "false".to_owned(),
+            )])),
+            ..Default::default()
+        };
+        self.docker
+            .create_network(req)
+            .await
+            .map(|_| ())
+            .map_err(api(format!("create the network `{name}`")))
+    }
+
+    /// The IPv4 gateway of a network (an address of this machine).
+    pub async fn network_gateway(&self, name: &str) -> Result<Option<IpAddr>, EngineError> {
+        let n = self
+            .docker
+            .inspect_network(name, None)
+            .await
+            .map_err(api(format!("inspect the network `{name}`")))?;
+        Ok(n.ipam
+            .and_then(|i| i.config)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| c.gateway?.parse::<IpAddr>().ok())
+            .find(IpAddr::is_ipv4))
+    }
+
+    pub async fn network_driver(&self, name: &str) -> Result<Option<String>, EngineError> {
+        match self.docker.inspect_network(name, None).await {
+            Ok(n) => Ok(Some(n.driver.unwrap_or_default())),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(api(format!("inspect the network `{name}`"))(e)),
+        }
+    }
+
+    /// Removes a network; a missing one is fine.
+    pub async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
+        match self.docker.remove_network(name).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(api(format!("remove the network `{name}`"))(e)),
+        }
+    }
+
+    pub async fn create_container(&self, spec: &ContainerSpec) -> Result<(), EngineError> {
+        let binds = spec
+            .mounts
+            .iter()
+            .map(|m| {
+                format!(
+                    "{}:{}:{}",
+                    m.host.display(),
+                    m.container.display(),
+                    if m.read_only { "ro" } else { "rw" }
+                )
+            })
+            .collect();
+        let host = HostConfig {
+            binds: Some(binds),
+            cap_add: Some(spec.cap_add.clone()),
+            cap_drop: Some(spec.cap_drop.clone()),
+            security_opt: Some(spec.security_opt.clone()),
+            network_mode: Some(spec.network_mode.clone()),
+            dns: (!spec.dns.is_empty()).then(|| spec.dns.clone()),
+            sysctls: (!spec.sysctls.is_empty())
+                .then(|| spec.sysctls.clone().into_iter().collect()),
+            memory: spec.memory,
+            memory_swap: spec.memory,
+            nano_cpus: spec.nano_cpus,
+            pids_limit: Some(spec.pids_limit),
+            init: Some(spec.init),
+            auto_remove: Some(false),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            user: Some(spec.user.clone()),
+            cmd: Some(spec.cmd.clone()),
+            labels: Some(spec.labels.clone().into_iter().collect()),
+            hostname: spec.hostname.clone(),
+            working_dir: spec.working_dir.clone(),
+            host_config: Some(host),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptionsBuilder::default()
+            .name(&spec.name)
+            .build();
+        self.docker
+            .create_container(Some(opts), body)
+            .await
+            .map(|_| ())
+            .map_err(api(format!("create the container `{}`", spec.name)))
+    }
+
+    /// Attaches to a created container's output; call before starting it to miss nothing.
+    pub async fn attach_output(
+        &self,
+        name: &str,
+    ) -> Result<
+        Pin<Box<dyn Stream<Item = Result<bollard::container::LogOutput, ApiError>> + Send>>,
+        EngineError,
+    > {
+        let opts = AttachContainerOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .stream(true)
+            .build();
+        let r = self
+            .docker
+            .attach_container(name, Some(opts))
+            .await
+            .map_err(api(format!("attach to `{name}`")))?;
+        Ok(r.output)
+    }
+
+    pub async fn start_container(&self, name: &str) -> Result<(), EngineError> {
+        self.docker
+            .start_container(name, None)
+            .await
+            .map_err(api(format!("start the container `{name}`")))
+    }
+
+    /// Kills and removes a container; a missing one is fine.
+    pub async fn remove_container(&self, name: &str) -> Result<(), EngineError> {
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(name, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            // Removal already under way (a concurrent cleanup): the container is going.
+            Err(ApiError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(api(format!("remove the container `{name}`"))(e)),
+        }
+    }
+
+    /// Stops a container at once (SIGKILL); a missing or stopped one is fine.
+    pub async fn kill_container(&self, name: &str) -> Result<(), EngineError> {
+        match self.docker.kill_container(name, None).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(ApiError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(api(format!("stop the container `{name}`"))(e)),
+        }
+    }
+
+    /// Starts an exec with attached streams.
+    pub async fn start_exec(
+        &self,
+        container: &str,
+        spec: &ExecSpec,
+    ) -> Result<ExecStreams, EngineError> {
+        let config = ExecConfig {
+            attach_stdin: Some(spec.stdin),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(spec.tty),
+            console_size: spec.size.map(|(r, c)| vec![r as usize, c as usize]),
+            env: Some(spec.env.clone()),
+            cmd: Some(spec.cmd.clone()),
+            user: Some(spec.user.clone()),
+            working_dir: spec.working_dir.clone(),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_exec(container, config)
+            .await
+            .map_err(api(format!("run a command in `{container}`")))?;
+        let started = self
+            .docker
+            .start_exec(
+                &created.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: spec.tty,
+                    output_capacity: None,
+                }),
+            )
+            .await
+            .map_err(api(format!("run a command in `{container}`")))?;
+        match started {
+            StartExecResults::Attached { output, input } => Ok(ExecStreams {
+                id: created.id,
+                output,
+                input,
+            }),
+            StartExecResults::Detached => Err(EngineError::Api {
+                action: format!("attach to a command in `{container}`"),
+                source: ApiError::RequestTimeoutError,
+            }),
+        }
+    }
+
+    pub async fn resize_exec(&self, id: &str, rows: u16, cols: u16) -> Result<(), EngineError> {
+        let opts = ResizeExecOptionsBuilder::default()
+            .h(i32::from(rows))
+            .w(i32::from(cols))
+            .build();
+        self.docker
+            .resize_exec(id, opts)
+            .await
+            .map_err(api("resize the terminal"))
+    }
+
+    /// The exit code of a finished exec (`None` while it runs).
+    pub async fn exec_exit_code(&self, id: &str) -> Result<Option<i64>, EngineError> {
+        let r = self
+            .docker
+            .inspect_exec(id)
+            .await
+            .map_err(api("read a command's exit code"))?;
+        Ok(if r.running == Some(true) {
+            None
+        } else {
+            r.exit_code
+        })
+    }
+
+    /// Runs a command to completion, capturing its combined output.
+    pub async fn exec_output(
+        &self,
+        container: &str,
+        cmd: Vec<String>,
+        user: &str,
+    ) -> Result<(i64, String), EngineError> {
+        let spec = ExecSpec {
+            cmd,
+            user: user.to_owned(),
+            ..Default::default()
+        };
+        let mut s = self.start_exec(container, &spec).await?;
+        let mut out = Vec::new();
+        while let Some(chunk) = s.output.next().await {
+            match chunk {
+                Ok(o) => out.extend_from_slice(&o.into_bytes()),
+                Err(e) => return Err(api(format!("run a command in `{container}`"))(e)),
+            }
+        }
+        let code = self.exec_exit_code(&s.id).await?.unwrap_or(-1);
+        Ok((code, String::from_utf8_lossy(&out).into_owned()))
+    }
+
+    /// Every container (running or not) and network carrying the session label.
+    pub async fn labelled(&self) -> Result<(Vec<Labelled>, Vec<Labelled>), EngineError> {
+        let filters = HashMap::from([("label".to_owned(), vec![SESSION_LABEL.to_owned()])]);
+        let cs = self
+            .docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(api("list containers"))?;
+        let containers = cs
+            .into_iter()
+            .filter_map(|c| {
+                let name = c.names?.first()?.trim_start_matches('/').to_owned();
+                let session = c.labels?.get(SESSION_LABEL)?.clone();
+                let running = matches!(
+                    c.state,
+                    Some(bollard::models::ContainerSummaryStateEnum::RUNNING)
+                );
+                Some(Labelled {
+                    name,
+                    session,
+                    running,
+                })
+            })
+            .collect();
+        let ns = self
+            .docker
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(api("list networks"))?;
+        let networks = ns
+            .into_iter()
+            .filter_map(|n| {
+                Some(Labelled {
+                    name: n.name?,
+                    session: n.labels?.get(SESSION_LABEL)?.clone(),
+                    running: false,
+                })
+            })
+            .collect();
+        Ok((containers, networks))
+    }
+}
+
+/// `Step 3/12 : RUN apt-get ...` → (3, 12, "RUN apt-get ...")
+fn parse_step(line: &str) -> Option<(u64, u64, &str)> {
+    let rest = line.strip_prefix("Step ")?;
+    let (frac, what) = rest.split_once(" : ")?;
+    let (n, total) = frac.split_once('/')?;
+    Some((n.parse().ok()?, total.parse().ok()?, what.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_classic_builder_steps() {
+        assert_eq!(
+            parse_step("Step 3/12 : RUN apt-get update"),
+            Some((3, 12, "RUN apt-get update"))
+        );
+        assert_eq!(parse_step(" ---> Running in abc"), None);
+    }
+
+    #[test]
+    fn endpoint_prefers_the_setting_then_docker_host() {
+        let home = tempfile::tempdir().unwrap();
+        assert_eq!(resolve_endpoint(Some("tcp://h:2375"), home.path()), "tcp://h:2375");
+    }
+
+    #[test]
+    fn endpoint_reads_the_current_docker_context() {
+        // DOCKER_HOST would win; this test only runs its check when it is unset.
+        if std::env::var_os("DOCKER_HOST").is_some() || std::env::var_os("DOCKER_CONTEXT").is_some()
+        {
+            return;
+        }
+        let home = tempfile::tempdir().unwrap();
+        let cfg = home.path().join(".docker");
+        let id = hex::encode(Sha256::digest(b"colima"));
+        std::fs::create_dir_all(cfg.join("contexts/meta").join(&id)).unwrap();
+        std::fs::write(cfg.join("config.json"), r#"{"currentContext":"colima"}"#).unwrap();
+        std::fs::write(
+            cfg.join("contexts/meta").join(&id).join("meta.json"),
+            r#"{"Name":"colima","Endpoints":{"docker":{"Host":"unix:///x/colima.sock"}}}"#,
+        )
+        .unwrap();
+        if std::env::var_os("DOCKER_CONFIG").is_none() {
+            assert_eq!(resolve_endpoint(None, home.path()), "unix:///x/colima.sock");
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Output for people: messages on stderr (`sbx:`, `warning:`, `error:`, `hint:`), and progress
+//! bars (indicatif) on a terminal, plain lines elsewhere. Bars are hidden with `--quiet`,
+//! `SBX_NO_PROGRESS`, or when stderr is not a terminal; `NO_COLOR` turns colour off.
+
+use std::io::Write;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::engine::BuildProgress;
+
+#[derive(Clone)]
+pub struct Ui {
+    quiet: bool,
+    bars: bool,
+    color: bool,
+    multi: MultiProgress,
+}
+
+impl Ui {
+    pub fn new(quiet: bool) -> Ui {
+        let tty = crate::terminal::stderr_is_tty();
+        let bars = tty && !quiet && std::env::var_os("SBX_NO_PROGRESS").is_none();
+        let color = tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        let multi = MultiProgress::with_draw_target(if bars {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        Ui {
+            quiet,
+            bars,
+            color,
+            multi,
+        }
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    fn emit(&self, line: String) {
+        if self.bars {
+            let _ = self.multi.println(&line);
+        } else {
+            let _ = writeln!(std::io::stderr(), "{line}");
+        }
+    }
+
+    /// Progress a user may want to see; hidden with `--quiet`.
+    pub fn info(&self, msg: impl AsRef<str>) {
+        if !self.quiet {
+            self.emit(format!("{} {}", self.paint("1;36", "sbx:"), msg.as_ref()));
+        }
+    }
+
+    /// Something the user should act on; always shown.
+    pub fn warn(&self, msg: impl AsRef<str>) {
+        self.emit(format!("{} {}", self.paint("1;33", "warning:"), msg.as_ref()));
+    }
+
+    /// A fact the user must not miss (where kept work is); always shown.
+    pub fn notice(&self, msg: impl AsRef<str>) {
+        self.emit(format!("{} {}", self.paint("1;36", "sbx:"), msg.as_ref()));
+    }
+
+    pub fn error(&self, msg: &str, causes: &[String], hint: Option<&str>) {
+        let mut out = format!("{} {msg}", self.paint("1;31", "error:"));
+        if !causes.is_empty() {
+            out.push_str("\n\nCaused by:");
+            for c in causes {
+                out.push_str(&format!("\n    {c}"));
+            }
+        }
+        if let Some(h) = hint {
+            out.push_str(&format!("\n\n{} {h}", self.paint("1;32", "hint:")));
+        }
+        self.emit(out);
+    }
+
+    /// A bar for one long task (a build, a VM phase).
+    pub fn bar(&self, label: &str) -> Bar {
+        let pb = self.bars.then(|| {
+            let pb = self.multi.add(ProgressBar::new(1));
+            let style = ProgressStyle::with_template(
+                "{spinner:.cyan} {prefix:<18} [{bar:24.cyan/blue}] {pos:>2}/{len:2} {wide_msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            pb.set_style(style);
+            pb.set_prefix(label.to_owned());
+            pb.enable_steady_tick(Duration::from_millis(120));
+            pb
+        });
+        Bar {
+            pb,
+            label: label.to_owned(),
+            ui: self.clone(),
+        }
+    }
+
+    /// Removes every bar from the screen (before an interactive session takes the terminal).
+    pub fn clear(&self) {
+        let _ = self.multi.clear();
+    }
+}
+
+pub struct Bar {
+    pb: Option<ProgressBar>,
+    label: String,
+    ui: Ui,
+}
+
+impl Bar {
+    /// Moves to phase `n` of `total`.
+    pub fn phase(&self, n: u64, total: u64, what: &str) {
+        match &self.pb {
+            Some(pb) => {
+                pb.set_length(total);
+                pb.set_position(n.saturating_sub(1));
+                pb.set_message(what.to_owned());
+            }
+            None => self
+                .ui
+                .info(format!("{}: {n}/{total} {what}", self.label)),
+        }
+    }
+
+    pub fn finish(&self, msg: &str) {
+        match &self.pb {
+            Some(pb) => {
+                pb.set_position(pb.length().unwrap_or(1));
+                pb.finish_and_clear();
+                self.ui.info(format!("{}: {msg}", self.label));
+            }
+            None => self.ui.info(format!("{}: {msg}", self.label)),
+        }
+    }
+
+    pub fn abandon(&self) {
+        if let Some(pb) = &self.pb {
+            pb.finish_and_clear();
+        }
+    }
+}
+
+impl BuildProgress for Bar {
+    fn step(&self, step: u64, total: u64, text: &str) {
+        let short: String = text.chars().take(70).collect();
+        self.phase(step, total, &short);
+    }
+
+    fn line(&self, _text: &str) {
+        if let Some(pb) = &self.pb {
+            pb.tick();
+        }
+    }
+}

@@ -1,0 +1,840 @@
+//! One sandbox session from start to end, where the adapters meet: checkouts, engine, gate and
+//! agent containers, the self-check, the command, and a teardown that runs whatever happened
+//! (normal exit, an error at any step, SIGINT/SIGTERM/SIGHUP). Also `sbx gc`, which finishes the
+//! teardown of sessions whose process died.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use futures_util::future::join_all;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use crate::config::{ClaudeConfig, Settings};
+use crate::container::{self, Inputs};
+use crate::engine::{Engine, ExecSpec};
+use crate::firewall;
+use crate::image::{self, ImageSpec};
+use crate::paths::Dirs;
+use crate::progress::Ui;
+use crate::state::{self, Lock, Phase, Record};
+use crate::worktree::{self, Checkout, Outcome, Repo};
+
+/// What every command gets: where files live and how to talk to the user.
+pub struct Context {
+    pub dirs: Dirs,
+    pub ui: Ui,
+}
+
+/// A secret value; never printed.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+pub struct RunRequest {
+    pub settings: Settings,
+    pub repos: Vec<Repo>,
+    pub command: Vec<String>,
+    pub keep: bool,
+    /// Environment for the command only (tokens): set at exec time, never in the container's
+    /// config, never on a command line.
+    pub secrets: Vec<(String, Secret)>,
+    pub endpoint: String,
+}
+
+pub struct RunOutcome {
+    pub exit_code: i32,
+    pub session_id: String,
+    pub timings: Timings,
+}
+
+/// Where a session's time went, phase by phase (phases may overlap: they run in parallel).
+#[derive(Debug, Clone)]
+pub struct Timings {
+    start: Instant,
+    pub phases: Vec<(&'static str, Duration, Duration)>,
+    pub first_output: Option<Duration>,
+}
+
+impl Timings {
+    pub fn new(start: Instant) -> Self {
+        Timings {
+            start,
+            phases: Vec::new(),
+            first_output: None,
+        }
+    }
+
+    /// Records a phase that began at `began` and ends now.
+    pub fn record(&mut self, name: &'static str, began: Instant) {
+        self.phases.push((
+            name,
+            began.duration_since(self.start),
+            began.elapsed(),
+        ));
+    }
+
+    pub fn total(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::from("phase                 start      took\n");
+        for (name, at, took) in &self.phases {
+            out.push_str(&format!(
+                "{name:<20} {:>7.1}ms {:>7.1}ms\n",
+                at.as_secs_f64() * 1e3,
+                took.as_secs_f64() * 1e3
+            ));
+        }
+        if let Some(f) = self.first_output {
+            out.push_str(&format!("first output byte     {:>7.1}ms\n", f.as_secs_f64() * 1e3));
+        }
+        out.push_str(&format!(
+            "total                 {:>7.1}ms\n",
+            self.total().as_secs_f64() * 1e3
+        ));
+        out
+    }
+}
+
+/// The uid/gid the agent runs as: the user's, except that root becomes 1000 (the agent never
+/// runs as root, and sbx makes the checkouts its own).
+pub fn agent_ids() -> (u32, u32) {
+    let uid = rustix::process::getuid().as_raw();
+    let gid = rustix::process::getgid().as_raw();
+    if uid == 0 {
+        (1000, 1000)
+    } else {
+        (uid, if gid == 0 { 1000 } else { gid })
+    }
+}
+
+/// Whether sbx must hand the checkouts to the agent's uid (sbx runs as root).
+fn checkout_owner() -> Option<(u32, u32)> {
+    (rustix::process::getuid().is_root()).then(agent_ids)
+}
+
+/// Brings the session's images up to date, building what changed.
+pub async fn ensure_images(ui: &Ui, engine: &Engine, specs: &[ImageSpec]) -> anyhow::Result<bool> {
+    let mut to_build = Vec::new();
+    for s in specs {
+        if engine.image_fingerprint(&s.tag).await?.as_deref() != Some(s.fingerprint.as_str()) {
+            to_build.push(s);
+        }
+    }
+    if to_build.is_empty() {
+        return Ok(false);
+    }
+    let builds = to_build.iter().map(|s| async move {
+        let bar = ui.bar(&format!("{} image", s.role));
+        ui.info(format!(
+            "building the {} image `{}` (only when its inputs change)",
+            s.role, s.tag
+        ));
+        let r = engine.build(s, &bar).await;
+        match &r {
+            Ok(()) => bar.finish("built"),
+            Err(_) => bar.abandon(),
+        }
+        r
+    });
+    for r in join_all(builds).await {
+        r?;
+    }
+    Ok(true)
+}
+
+/// The image specs for the current settings.
+pub fn image_specs(settings: &Settings) -> anyhow::Result<Vec<ImageSpec>> {
+    let (uid, gid) = agent_ids();
+    Ok(vec![
+        image::gate_image(settings)?,
+        image::agent_image(settings, uid, gid)?,
+    ])
+}
+
+/// What the teardown must undo; filled in before each thing is made.
+#[derive(Default)]
+struct Live {
+    engine: Option<Engine>,
+    containers: Vec<String>,
+    networks: Vec<String>,
+    checkouts: Vec<Checkout>,
+}
+
+type Shared = Arc<Mutex<Live>>;
+
+fn with<T>(live: &Shared, f: impl FnOnce(&mut Live) -> T) -> T {
+    match live.lock() {
+        Ok(mut l) => f(&mut l),
+        Err(poisoned) => f(&mut poisoned.into_inner()),
+    }
+}
+
+struct Signals {
+    int: Signal,
+    term: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next signal, as its number.
+    async fn next(&mut self) -> i32 {
+        tokio::select! {
+            _ = self.int.recv() => libc::SIGINT,
+            _ = self.term.recv() => libc::SIGTERM,
+            _ = self.hup.recv() => libc::SIGHUP,
+        }
+    }
+}
+
+/// Runs one session. Returns the command's exit code; sbx's own failures are errors.
+pub async fn run(ctx: &Context, req: RunRequest) -> anyhow::Result<RunOutcome> {
+    let t0 = Instant::now();
+    let mut timings = Timings::new(t0);
+    let id = state::new_id();
+    let dir = ctx.dirs.session(&id);
+    state::create_private_dir(&dir)
+        .with_context(|| format!("cannot create the session folder `{}`", dir.display()))?;
+    let _lock = Lock::acquire(&dir)?.ok_or_else(|| anyhow!("session `{id}` is already locked"))?;
+    let allow: Vec<String> = req
+        .settings
+        .allowlist()?
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let mut record = Record {
+        id: id.clone(),
+        created: state::now(),
+        pid: std::process::id(),
+        phase: Phase::Running,
+        command: req.command.clone(),
+        endpoint: req.endpoint.clone(),
+        networks: Vec::new(),
+        containers: Vec::new(),
+        vm: None,
+        vm_provider: None,
+        checkouts: Vec::new(),
+        outcomes: Vec::new(),
+        allow,
+        exit_code: None,
+        ended: None,
+    };
+    record.save(&dir)?;
+    let mut signals = Signals::install()?;
+    let live: Shared = Arc::default();
+
+    let result = tokio::select! {
+        r = start_and_exec(ctx, &req, &id, &dir, &live, &mut record, &mut timings) => r,
+        sig = signals.next() => {
+            ctx.ui.clear();
+            ctx.ui.notice(format!("{} received, stopping the session", signal_name(sig)));
+            Ok(128 + sig)
+        }
+    };
+    ctx.ui.clear();
+
+    let began = Instant::now();
+    let outcomes = tokio::select! {
+        o = teardown(&id, &live, req.keep) => o,
+        sig = signals.next() => {
+            ctx.ui.warn(format!(
+                "{} received again: leaving the rest of the cleanup to `sbx gc`",
+                signal_name(sig)
+            ));
+            std::process::exit(128 + sig);
+        }
+    };
+    timings.record("teardown", began);
+    record.outcomes = outcomes;
+    record.phase = Phase::Finished;
+    record.ended = Some(state::now());
+    record.exit_code = result.as_ref().ok().copied();
+    let _ = record.save(&dir);
+    report_outcomes(&ctx.ui, &record.outcomes);
+    let _ = std::fs::remove_dir(dir.join("repos"));
+    let exit_code = result?;
+    Ok(RunOutcome {
+        exit_code,
+        session_id: id,
+        timings,
+    })
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGINT => "Ctrl-C",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGHUP => "SIGHUP",
+        _ => "a signal",
+    }
+}
+
+/// Tells the user where their work is.
+pub fn report_outcomes(ui: &Ui, outcomes: &[Outcome]) {
+    for o in outcomes {
+        if let Some(b) = &o.branch {
+            ui.notice(format!(
+                "the session's commits in `{}` are on branch `{b}`: `git -C {} log {b}`",
+                o.name,
+                o.host_root.display()
+            ));
+        }
+        if let Some(why) = &o.kept {
+            ui.notice(format!("kept `{}`: {why}", o.path.display()));
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn start_and_exec(
+    ctx: &Context,
+    req: &RunRequest,
+    id: &str,
+    dir: &Path,
+    live: &Shared,
+    record: &mut Record,
+    timings: &mut Timings,
+) -> anyhow::Result<i32> {
+    let settings = &req.settings;
+    let (uid, gid) = agent_ids();
+    let own_network = settings.network.is_none();
+    let network = settings
+        .network
+        .clone()
+        .unwrap_or_else(|| container::network_name(id));
+    let specs = image_specs(settings)?;
+    let entries = settings.allowlist()?;
+
+    // The engine side (connect, capacity, images, network) and the checkouts run in parallel.
+    let engine_side = async {
+        let began = Instant::now();
+        let engine = Engine::connect(&req.endpoint).await?;
+        with(live, |l| l.engine = Some(engine.clone()));
+        let connected = Instant::now();
+        let capacity = engine.capacity();
+        let images = async {
+            let began = Instant::now();
+            let built = ensure_images(&ctx.ui, &engine, &specs).await?;
+            Ok::<_, anyhow::Error>((built, began.elapsed()))
+        };
+        let net = async {
+            let began = Instant::now();
+            if own_network {
+                with(live, |l| l.networks.push(network.clone()));
+                engine
+                    .create_network(&network, &container::labels(id, "network"))
+                    .await?;
+            } else {
+                check_user_network(&engine, &network).await?;
+            }
+            let gw = engine.network_gateway(&network).await?;
+            Ok::<_, anyhow::Error>((gw, began.elapsed()))
+        };
+        let (capacity, images, net) = tokio::try_join!(
+            async { capacity.await.map_err(anyhow::Error::from) },
+            images,
+            net
+        )?;
+        Ok::<_, anyhow::Error>((engine, began, connected, capacity, images, net))
+    };
+    let checkout_side = async {
+        let began = Instant::now();
+        let names = worktree::mount_names(&req.repos);
+        let owner = checkout_owner();
+        let mut planned = Vec::new();
+        for (repo, name) in req.repos.iter().zip(&names) {
+            let dest = dir.join("repos").join(name);
+            planned.push(Checkout::plan(repo, name, &dest, settings.git.mode));
+        }
+        with(live, |l| l.checkouts = planned.clone());
+        let made = join_all(planned.iter_mut().map(|c| worktree::create(c, owner))).await;
+        with(live, |l| l.checkouts = planned.clone());
+        for r in made {
+            r?;
+        }
+        write_session_files(dir, &entries, &req.repos, &ctx.ui)?;
+        Ok::<_, anyhow::Error>((planned, began))
+    };
+    let (engine_out, (checkouts, checkouts_began)) = tokio::try_join!(engine_side, checkout_side)?;
+    let (engine, connect_began, connected, (ncpu, mem), (built, images_took), (gateway, net_took)) =
+        engine_out;
+    timings.record("worktrees", checkouts_began);
+    timings.phases.push((
+        "engine connect",
+        connect_began.duration_since(timings.start),
+        connected.duration_since(connect_began),
+    ));
+    timings.phases.push((
+        if built { "image build" } else { "image check" },
+        connected.duration_since(timings.start),
+        images_took,
+    ));
+    timings.phases.push(("network", connected.duration_since(timings.start), net_took));
+    record.checkouts = checkouts.clone();
+    if own_network {
+        record.networks.push(network.clone());
+    }
+
+    // Containers: the gate first (it owns the namespace), then the agent joins it.
+    let began = Instant::now();
+    let first = &checkouts[0];
+    let claude = match settings.claude.config {
+        ClaudeConfig::Mount => claude_files(&ctx.dirs.home).ok(),
+        ClaudeConfig::None => None,
+    };
+    let inputs = Inputs {
+        session_id: id.to_owned(),
+        agent_image: settings.image.tag.clone(),
+        gate_image: image::GATE_TAG.to_owned(),
+        network: network.clone(),
+        session_dir: dir.to_owned(),
+        uid,
+        gid,
+        mounts: checkouts.iter().flat_map(|c| c.mounts.clone()).collect(),
+        claude,
+        cpus: container::cpus(settings.resources.cpus, ncpu),
+        memory: container::memory(settings.resources.memory, mem),
+        pids: settings.resources.pids,
+        dns: settings.dns.clone(),
+        working_dir: format!("/workspace/{}", first.name),
+    };
+    if let Some(c) = settings.resources.cpus {
+        if c > f64::from(ncpu) {
+            ctx.ui.warn(format!(
+                "`resources.cpus` is {c} but the engine has {ncpu}; using {ncpu}"
+            ));
+        }
+    }
+    let gate = container::gate(&inputs);
+    let agent = container::agent(&inputs);
+    with(live, |l| {
+        l.containers.push(agent.name.clone());
+        l.containers.push(gate.name.clone());
+    });
+    record.containers = vec![agent.name.clone(), gate.name.clone()];
+    record.save(dir)?;
+
+    engine.create_container(&gate).await?;
+    let gate_output = engine.attach_output(&gate.name).await?;
+    engine.start_container(&gate.name).await?;
+    let gate_started = Instant::now();
+    let (ready, agent_started) = tokio::join!(
+        wait_for_gate(gate_output),
+        async {
+            engine.create_container(&agent).await?;
+            engine.start_container(&agent.name).await
+        }
+    );
+    ready?;
+    timings.record("firewall apply", gate_started);
+    agent_started?;
+    timings.record("containers", began);
+
+    // Prove from the attacker's side that the firewall holds before anything runs.
+    let began = Instant::now();
+    self_check(&engine, &agent.name, &inputs, gateway, id).await?;
+    timings.record("self-check", began);
+
+    let began = Instant::now();
+    let tty = crate::terminal::stdin_is_tty() && crate::terminal::stdout_is_tty();
+    let mut env = vec![
+        "HOME=/home/agent".to_owned(),
+        "USER=agent".to_owned(),
+        format!("SBX_SESSION={id}"),
+        // Forced over any repository config: the signing key stays on the host.
+        "GIT_CONFIG_COUNT=2".into(),
+        "GIT_CONFIG_KEY_0=commit.gpgsign".into(),
+        "GIT_CONFIG_VALUE_0=false".into(),
+        "GIT_CONFIG_KEY_1=tag.gpgsign".into(),
+        "GIT_CONFIG_VALUE_1=false".into(),
+    ];
+    if tty {
+        env.push(format!("TERM={}", crate::terminal::term()));
+    }
+    env.extend(req.secrets.iter().map(|(k, v)| format!("{k}={}", v.0)));
+    let spec = ExecSpec {
+        cmd: req.command.clone(),
+        user: format!("{uid}:{gid}"),
+        env,
+        working_dir: Some(inputs.working_dir.clone()),
+        tty,
+        stdin: true,
+        size: if tty { crate::terminal::size() } else { None },
+    };
+    ctx.ui.clear();
+    let result = crate::attach::run(&engine, &agent.name, spec).await?;
+    timings.first_output = result.first_output.map(|f| f.duration_since(timings.start));
+    timings.record("exec", began);
+    Ok(i32::try_from(result.code).unwrap_or(255))
+}
+
+async fn check_user_network(engine: &Engine, network: &str) -> anyhow::Result<()> {
+    match engine.network_driver(network).await? {
+        None => bail!(
+            "the network `{network}` does not exist (hint: create it with `docker network create {network}`, or drop `--network`)"
+        ),
+        Some(_) if ["bridge", "host", "none"].contains(&network) => bail!(
+            "sbx cannot use Docker's `{network}` network: it needs a user-defined network (hint: `docker network create NAME`, then `--network NAME`)"
+        ),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Waits for the gate to report its firewall and DNS filter in place.
+async fn wait_for_gate(
+    mut output: std::pin::Pin<
+        Box<
+            dyn futures_util::Stream<
+                    Item = Result<bollard::container::LogOutput, bollard::errors::Error>,
+                > + Send,
+        >,
+    >,
+) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    let mut seen = String::new();
+    let wait = async {
+        while let Some(Ok(chunk)) = output.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+            if seen.contains("sbx-gate: ready") {
+                return true;
+            }
+            if seen.contains("sbx-gate: error") {
+                return false;
+            }
+        }
+        false
+    };
+    let ok = tokio::time::timeout(Duration::from_secs(20), wait)
+        .await
+        .unwrap_or(false);
+    if ok {
+        Ok(())
+    } else {
+        bail!(
+            "the session's firewall could not be set up:\n{}",
+            seen.trim()
+        )
+    }
+}
+
+async fn self_check(
+    engine: &Engine,
+    agent: &str,
+    inputs: &Inputs,
+    gateway: Option<IpAddr>,
+    id: &str,
+) -> anyhow::Result<()> {
+    let Some(gw) = gateway else {
+        bail!("the session network has no IPv4 gateway to run the firewall self-check against");
+    };
+    let (code, out) = engine
+        .exec_output(
+            agent,
+            vec![
+                "bash".into(),
+                "-c".into(),
+                image::SELFCHECK.into(),
+                "sbx-selfcheck".into(),
+                gw.to_string(),
+                format!("sbx-selfcheck-{id}.invalid"),
+            ],
+            &format!("{}:{}", inputs.uid, inputs.gid),
+        )
+        .await?;
+    if code != 0 {
+        bail!(
+            "the firewall self-check failed, so the command was not started:\n{}",
+            out.trim()
+        );
+    }
+    // The refusal must be the firewall's: its log names the probe's destination.
+    let log = container::log_dir(&inputs.session_dir).join("refused.log");
+    let needle = format!("DST={gw} ");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().any(|l| l.contains(&needle) && l.contains("DPT=9 ")) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the firewall self-check failed, so the command was not started: a connection to \
+                 {gw}:9 was refused, but not by the session's firewall"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// `~/.claude/` and `~/.claude.json`, created when missing so the engine does not make a folder
+/// where a file belongs.
+fn claude_files(home: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
+    let dir = home.join(".claude");
+    let json = home.join(".claude.json");
+    std::fs::create_dir_all(&dir)?;
+    if !json.exists() {
+        std::fs::write(&json, "{}\n")?;
+    }
+    Ok((dir, json))
+}
+
+/// The files the gate and the agent mount: the firewall plan, the agent's resolver, the logs,
+/// and the git configuration.
+pub fn write_session_files(
+    dir: &Path,
+    entries: &[crate::allowlist::Entry],
+    repos: &[Repo],
+    ui: &Ui,
+) -> anyhow::Result<()> {
+    write_gate_files(dir, entries)?;
+    let logs = container::log_dir(dir);
+    std::fs::create_dir_all(&logs)?;
+    for f in ["dns.log", "refused.log", "ulogd.log"] {
+        let p = logs.join(f);
+        std::fs::write(&p, "")?;
+        // The gate writes these as a root without CAP_DAC_OVERRIDE.
+        set_mode(&p, 0o666)?;
+    }
+    let identity = repos.first().map(worktree::identity).unwrap_or_default();
+    if identity.signs_commits {
+        ui.info("commit signing is off inside the sandbox (your signing key stays on the host)");
+    }
+    let gitconfig = container::gitconfig_path(dir);
+    if let Some(p) = gitconfig.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    std::fs::write(&gitconfig, gitconfig_text(&identity))?;
+    set_mode(&gitconfig, 0o644)?;
+    Ok(())
+}
+
+/// (Re)writes the gate's configuration from the allowlist.
+pub fn write_gate_files(dir: &Path, entries: &[crate::allowlist::Entry]) -> anyhow::Result<()> {
+    let plan = firewall::plan(entries);
+    let gate = container::gate_dir(dir);
+    std::fs::create_dir_all(&gate)?;
+    set_mode(&gate, 0o755)?;
+    for (name, text) in [
+        ("ipset.rules", &plan.ipset),
+        ("iptables.rules", &plan.iptables),
+        ("ip6tables.rules", &plan.ip6tables),
+        ("dnsmasq.conf", &plan.dnsmasq),
+        ("ulogd.conf", &plan.ulogd),
+        ("resolv.conf", &plan.agent_resolv_conf),
+    ] {
+        let p = gate.join(name);
+        std::fs::write(&p, text)?;
+        set_mode(&p, 0o644)?;
+    }
+    Ok(())
+}
+
+fn set_mode(p: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+}
+
+/// The system git config inside the sandbox: the user's identity, GitHub over HTTPS with `gh` as
+/// the credential helper (so a `GH_TOKEN` is all `git push` needs), and every folder trusted
+/// (checkouts may belong to another uid when sbx runs as root).
+pub fn gitconfig_text(id: &worktree::Identity) -> String {
+    let quote = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut out = String::from("# written by sbx for this session (read-only)\n");
+    if id.name.is_some() || id.email.is_some() {
+        out.push_str("[user]\n");
+        if let Some(n) = &id.name {
+            out.push_str(&format!("\tname = \"{}\"\n", quote(n)));
+        }
+        if let Some(e) = &id.email {
+            out.push_str(&format!("\temail = \"{}\"\n", quote(e)));
+        }
+    }
+    out.push_str(
+        "[commit]\n\tgpgsign = false\n\
+         [tag]\n\tgpgsign = false\n\
+         [safe]\n\tdirectory = *\n\
+         [credential \"https://github.com\"]\n\thelper =\n\thelper = !/usr/bin/gh auth git-credential\n\
+         [credential \"https://gist.github.com\"]\n\thelper =\n\thelper = !/usr/bin/gh auth git-credential\n\
+         [url \"https://github.com/\"]\n\tinsteadOf = git@github.com:\n\tinsteadOf = ssh://git@github.com/\n",
+    );
+    out
+}
+
+/// Removes the containers (after stopping the agent, so nothing writes to a checkout while it
+/// is judged), then the networks; meanwhile finishes the checkouts. Idempotent.
+async fn teardown(id: &str, live: &Shared, keep: bool) -> Vec<Outcome> {
+    let (engine, containers, networks, checkouts) = with(live, |l| {
+        (
+            l.engine.clone(),
+            std::mem::take(&mut l.containers),
+            std::mem::take(&mut l.networks),
+            std::mem::take(&mut l.checkouts),
+        )
+    });
+    if let (Some(engine), Some(agent)) = (&engine, containers.first()) {
+        let _ = tokio::time::timeout(Duration::from_secs(10), engine.kill_container(agent)).await;
+    }
+    let remove = async {
+        if let Some(engine) = &engine {
+            let all = containers.iter().map(|c| async move {
+                let _ = tokio::time::timeout(Duration::from_secs(20), engine.remove_container(c))
+                    .await;
+            });
+            join_all(all).await;
+            for n in &networks {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(20), engine.remove_network(n)).await;
+            }
+        }
+    };
+    let id = id.to_owned();
+    let finish = tokio::task::spawn_blocking(move || {
+        checkouts
+            .iter()
+            .map(|c| worktree::finish(c, &id, keep))
+            .collect::<Vec<_>>()
+    });
+    let ((), outcomes) = tokio::join!(remove, finish);
+    outcomes.unwrap_or_default()
+}
+
+/// What `sbx gc` did.
+#[derive(Debug, Default)]
+pub struct GcReport {
+    pub sessions_finished: Vec<String>,
+    pub containers_removed: Vec<String>,
+    pub networks_removed: Vec<String>,
+    pub outcomes: Vec<Outcome>,
+    pub folders_removed: Vec<PathBuf>,
+}
+
+/// Finishes what dead sessions left: their containers and networks, their checkouts (commits
+/// imported first, dirty ones kept), and records of long-finished sessions with nothing kept.
+/// Never touches a live session.
+pub async fn gc(ctx: &Context, engine: Option<&Engine>) -> anyhow::Result<GcReport> {
+    let mut report = GcReport::default();
+    let sessions = ctx.dirs.sessions();
+    let mut live_ids = Vec::new();
+    for (dir, mut record) in state::list(&sessions) {
+        if state::is_live(&dir) {
+            live_ids.push(record.id.clone());
+            continue;
+        }
+        let Some(_lock) = Lock::acquire(&dir)? else {
+            live_ids.push(record.id.clone());
+            continue;
+        };
+        if record.phase == Phase::Running {
+            if let Some(engine) = engine {
+                for c in &record.containers {
+                    engine.remove_container(c).await?;
+                    report.containers_removed.push(c.clone());
+                }
+                for n in &record.networks {
+                    engine.remove_network(n).await?;
+                    report.networks_removed.push(n.clone());
+                }
+            } else if !record.containers.is_empty() {
+                ctx.ui.warn(format!(
+                    "session `{}` left containers on `{}`, which is not reachable; run `sbx gc` again when it is",
+                    record.id, record.endpoint
+                ));
+                continue;
+            }
+            let id = record.id.clone();
+            let checkouts = record.checkouts.clone();
+            let outcomes = tokio::task::spawn_blocking(move || {
+                checkouts
+                    .iter()
+                    .map(|c| worktree::finish(c, &id, false))
+                    .collect::<Vec<_>>()
+            })
+            .await?;
+            report.outcomes.extend(outcomes.clone());
+            record.outcomes = outcomes;
+            record.phase = Phase::Finished;
+            record.ended = Some(state::now());
+            record.save(&dir)?;
+            let _ = std::fs::remove_dir(dir.join("repos"));
+            report.sessions_finished.push(record.id.clone());
+        } else {
+            // Finished long ago, nothing kept: its record and logs can go.
+            let old = state::now().saturating_sub(record.ended.unwrap_or(record.created))
+                > 7 * 24 * 3600;
+            let kept = record.outcomes.iter().any(|o| o.kept.is_some() && o.path.exists());
+            if old && !kept {
+                std::fs::remove_dir_all(&dir)?;
+                report.folders_removed.push(dir);
+            }
+        }
+    }
+    // Anything labelled by sbx whose session is not alive (its folder may be gone entirely).
+    if let Some(engine) = engine {
+        let (containers, networks) = engine.labelled().await?;
+        for c in containers.iter().filter(|c| !live_ids.contains(&c.session)) {
+            engine.remove_container(&c.name).await?;
+            if !report.containers_removed.contains(&c.name) {
+                report.containers_removed.push(c.name.clone());
+            }
+        }
+        for n in networks.iter().filter(|n| !live_ids.contains(&n.session)) {
+            engine.remove_network(&n.name).await?;
+            if !report.networks_removed.contains(&n.name) {
+                report.networks_removed.push(n.name.clone());
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gitconfig_has_identity_and_no_signing() {
+        let t = gitconfig_text(&worktree::Identity {
+            name: Some("Ada \"L\"".into()),
+            email: Some("ada@example.com".into()),
+            signs_commits: true,
+        });
+        assert!(t.contains("name = \"Ada \\\"L\\\"\""));
+        assert!(t.contains("gpgsign = false"));
+        assert!(t.contains("insteadOf = git@github.com:"));
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret("hunter2".into());
+        assert_eq!(format!("{s} {s:?}"), "*** ***");
+    }
+
+    #[test]
+    fn agent_is_never_root() {
+        let (uid, _) = agent_ids();
+        assert_ne!(uid, 0);
+    }
+}

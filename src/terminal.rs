@@ -1,0 +1,56 @@
+//! The user's terminal: whether stdin/stdout/stderr are TTYs, their size, and raw mode for an
+//! interactive session (restored on drop, also on the error path).
+
+use std::io::IsTerminal;
+
+pub fn stdin_is_tty() -> bool {
+    std::io::stdin().is_terminal()
+}
+
+pub fn stdout_is_tty() -> bool {
+    std::io::stdout().is_terminal()
+}
+
+pub fn stderr_is_tty() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+/// `(rows, cols)` of the terminal on stdout, when there is one.
+pub fn size() -> Option<(u16, u16)> {
+    let ws = rustix::termios::tcgetwinsize(std::io::stdout()).ok()?;
+    (ws.ws_row > 0 && ws.ws_col > 0).then_some((ws.ws_row, ws.ws_col))
+}
+
+/// The value for `TERM` inside: the user's, or a safe default.
+pub fn term() -> String {
+    std::env::var("TERM")
+        .ok()
+        .filter(|t| !t.is_empty() && t != "dumb")
+        .unwrap_or_else(|| "xterm-256color".into())
+}
+
+/// Puts stdin in raw mode until dropped, so keys (Ctrl-C included) go to the sandboxed program.
+pub struct RawMode {
+    saved: rustix::termios::Termios,
+}
+
+impl RawMode {
+    pub fn enter() -> std::io::Result<RawMode> {
+        use rustix::termios::{OptionalActions, tcgetattr, tcsetattr};
+        let saved = tcgetattr(std::io::stdin())?;
+        let mut raw = saved.clone();
+        raw.make_raw();
+        tcsetattr(std::io::stdin(), OptionalActions::Now, &raw)?;
+        Ok(RawMode { saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = rustix::termios::tcsetattr(
+            std::io::stdin(),
+            rustix::termios::OptionalActions::Now,
+            &self.saved,
+        );
+    }
+}
