@@ -90,7 +90,9 @@ impl FromStr for Entry {
             return Err(err("it is empty"));
         }
         if s.contains("://") {
-            return Err(err("write a host name, not a URL (drop the scheme and path)"));
+            return Err(err(
+                "write a host name, not a URL (drop the scheme and path)",
+            ));
         }
         // Split off the port. IPv6 needs brackets to carry one: `[2001:db8::1]:443`.
         let (body, port) = if let Some(rest) = s.strip_prefix('[') {
@@ -204,7 +206,13 @@ fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
 
 impl fmt::Display for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ipv6 = matches!(&self.target, Target::Net { addr: IpAddr::V6(_), .. });
+        let ipv6 = matches!(
+            &self.target,
+            Target::Net {
+                addr: IpAddr::V6(_),
+                ..
+            }
+        );
         let body = match &self.target {
             Target::Host(h) => h.clone(),
             Target::Wildcard(s) => format!("*.{s}"),

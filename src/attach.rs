@@ -17,7 +17,11 @@ pub struct ExecResult {
 }
 
 /// Runs `spec` in `container` attached to this process's stdio and waits for it to end.
-pub async fn run(engine: &Engine, container: &str, spec: ExecSpec) -> Result<ExecResult, EngineError> {
+pub async fn run(
+    engine: &Engine,
+    container: &str,
+    spec: ExecSpec,
+) -> Result<ExecResult, EngineError> {
     let tty = spec.tty;
     let attach_stdin = spec.stdin;
     let streams = engine.start_exec(container, &spec).await?;
@@ -25,11 +29,13 @@ pub async fn run(engine: &Engine, container: &str, spec: ExecSpec) -> Result<Exe
     let mut output = streams.output;
     let mut input = streams.input;
 
-    let _raw = if tty { terminal::RawMode::enter().ok() } else { None };
-    if tty {
-        if let Some((rows, cols)) = terminal::size() {
-            let _ = engine.resize_exec(&id, rows, cols).await;
-        }
+    let _raw = if tty {
+        terminal::RawMode::enter().ok()
+    } else {
+        None
+    };
+    if let Some((rows, cols)) = terminal::size().filter(|_| tty) {
+        let _ = engine.resize_exec(&id, rows, cols).await;
     }
     let resize = tty.then(|| {
         let engine = engine.clone();
@@ -108,7 +114,9 @@ pub async fn run(engine: &Engine, container: &str, spec: ExecSpec) -> Result<Exe
     let code = loop {
         match engine.exec_exit_code(&id).await? {
             Some(c) => break c,
-            None if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(10)).await,
+            None if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
             None => break 255,
         }
     };

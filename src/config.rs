@@ -397,7 +397,10 @@ impl Layer {
                 "SBX_DNS" => {
                     let ips = list()
                         .iter()
-                        .map(|s| s.parse().map_err(|_| bad(format!("`{s}` is not an IP address"))))
+                        .map(|s| {
+                            s.parse()
+                                .map_err(|_| bad(format!("`{s}` is not an IP address")))
+                        })
                         .collect::<Result<_, _>>()?;
                     l.dns = Some(ips);
                     "dns"
@@ -494,11 +497,17 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
         "t" | "tb" | "tib" => 1 << 40,
-        u => return Err(format!("unknown size unit `{u}` in `{text}` (use k, m or g)")),
+        u => {
+            return Err(format!(
+                "unknown size unit `{u}` in `{text}` (use k, m or g)"
+            ));
+        }
     };
     let bytes = (n * mult as f64) as u64;
     if bytes < (6 << 20) {
-        return Err(format!("`{text}` is too little memory for a sandbox (at least 6m)"));
+        return Err(format!(
+            "`{text}` is too little memory for a sandbox (at least 6m)"
+        ));
     }
     Ok(bytes)
 }
@@ -531,12 +540,20 @@ impl Settings {
                 }
             };
         }
-        set!("command", self.command, layer.command.filter(|c| !c.is_empty()));
+        set!(
+            "command",
+            self.command,
+            layer.command.filter(|c| !c.is_empty())
+        );
         if let Some(r) = layer.repos {
             self.repos.extend(r);
             note("repos", &mut self.sources);
         }
-        set!("default_allowlist", self.default_allowlist, layer.default_allowlist);
+        set!(
+            "default_allowlist",
+            self.default_allowlist,
+            layer.default_allowlist
+        );
         if let Some(a) = layer.allow {
             if let Err(e) = allowlist::parse_all(a.iter().map(String::as_str)) {
                 return Err(ConfigError::Value {
@@ -552,14 +569,12 @@ impl Settings {
         set!("docker_host", self.docker_host, layer.docker_host.map(Some));
         set!("dns", self.dns, layer.dns);
         if let Some(r) = layer.resources {
-            if let Some(c) = r.cpus {
-                if !(c > 0.0 && c.is_finite()) {
-                    return Err(ConfigError::Value {
-                        key: "resources.cpus".into(),
-                        origin: src("resources.cpus"),
-                        message: "must be a positive number".into(),
-                    });
-                }
+            if r.cpus.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
+                return Err(ConfigError::Value {
+                    key: "resources.cpus".into(),
+                    origin: src("resources.cpus"),
+                    message: "must be a positive number".into(),
+                });
             }
             set!("resources.cpus", self.resources.cpus, r.cpus.map(Some));
             if let Some(m) = r.memory {
@@ -578,9 +593,17 @@ impl Settings {
         }
         if let Some(i) = layer.image {
             set!("image.tag", self.image.tag, i.tag);
-            set!("image.dockerfile", self.image.dockerfile, i.dockerfile.map(Some));
+            set!(
+                "image.dockerfile",
+                self.image.dockerfile,
+                i.dockerfile.map(Some)
+            );
             set!("image.base", self.image.base, i.base);
-            set!("image.extra_ca_certs", self.image.extra_ca_certs, i.extra_ca_certs);
+            set!(
+                "image.extra_ca_certs",
+                self.image.extra_ca_certs,
+                i.extra_ca_certs
+            );
         }
         if let Some(c) = layer.claude {
             set!("claude.config", self.claude.config, c.config);
@@ -662,7 +685,10 @@ impl Settings {
         vec![
             ("command".into(), self.command.join(" ")),
             ("repos".into(), paths(&self.repos)),
-            ("default_allowlist".into(), self.default_allowlist.to_string()),
+            (
+                "default_allowlist".into(),
+                self.default_allowlist.to_string(),
+            ),
             (
                 "allow".into(),
                 if self.allow.is_empty() {
@@ -710,7 +736,10 @@ impl Settings {
                     .unwrap_or_else(|| "(built in)".into()),
             ),
             ("image.base".into(), self.image.base.clone()),
-            ("image.extra_ca_certs".into(), paths(&self.image.extra_ca_certs)),
+            (
+                "image.extra_ca_certs".into(),
+                paths(&self.image.extra_ca_certs),
+            ),
             ("claude.config".into(), enum_str(&self.claude.config)),
             ("tokens.forward".into(), enum_str(&self.tokens.forward)),
             ("token_store".into(), enum_str(&self.token_store)),
@@ -763,8 +792,11 @@ mod tests {
     fn layers_merge_in_order_and_remember_sources() {
         let dir = tempfile::tempdir().unwrap();
         let user = dir.path().join("config.yaml");
-        std::fs::write(&user, "allow: [a.com]\ngit:\n  mode: worktree\nresources: {cpus: 1}\n")
-            .unwrap();
+        std::fs::write(
+            &user,
+            "allow: [a.com]\ngit:\n  mode: worktree\nresources: {cpus: 1}\n",
+        )
+        .unwrap();
         let proj = dir.path().join("proj");
         std::fs::create_dir(&proj).unwrap();
         std::fs::write(
@@ -787,7 +819,10 @@ mod tests {
         assert_eq!(s.resources.memory, Some(2 << 30));
         assert_eq!(s.image.extra_ca_certs, vec![proj.join("ca.pem")]);
         assert_eq!(s.source_of("git.mode"), Source::File(user.clone()));
-        assert_eq!(s.source_of("resources.cpus"), Source::Env("SBX_CPUS".into()));
+        assert_eq!(
+            s.source_of("resources.cpus"),
+            Source::Env("SBX_CPUS".into())
+        );
         assert_eq!(s.source_of("allow"), Source::Flag);
         assert_eq!(s.source_of("image.tag"), Source::Default);
         let list = s.allowlist().unwrap();
@@ -818,10 +853,21 @@ mod tests {
     #[test]
     fn yaml_booleans_are_strict_and_forward_accepts_words_or_lists() {
         assert!(parse_layer("default_allowlist: no").is_err());
-        assert_eq!(layer("default_allowlist: false").default_allowlist, Some(false));
-        let f = layer("tokens: {forward: none}").tokens.unwrap().forward.unwrap();
+        assert_eq!(
+            layer("default_allowlist: false").default_allowlist,
+            Some(false)
+        );
+        let f = layer("tokens: {forward: none}")
+            .tokens
+            .unwrap()
+            .forward
+            .unwrap();
         assert!(!f.includes("github"));
-        let f = layer("tokens: {forward: [github]}").tokens.unwrap().forward.unwrap();
+        let f = layer("tokens: {forward: [github]}")
+            .tokens
+            .unwrap()
+            .forward
+            .unwrap();
         assert!(f.includes("github") && !f.includes("claude"));
         assert!(Forward::default().includes("x"));
     }

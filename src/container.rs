@@ -13,6 +13,9 @@ use crate::worktree::Mount;
 
 pub const SESSION_LABEL: &str = "dev.sbx.session";
 pub const ROLE_LABEL: &str = "dev.sbx.role";
+/// Which sbx installation (session folder) made a container or network: `sbx gc` only ever
+/// removes its own, never another user's or another HOME's sessions on a shared engine.
+pub const OWNER_LABEL: &str = "dev.sbx.owner";
 pub const AGENT_HOME: &str = "/home/agent";
 
 /// One container to create.
@@ -45,6 +48,8 @@ pub struct ContainerSpec {
 #[derive(Debug, Clone)]
 pub struct Inputs {
     pub session_id: String,
+    /// The [`OWNER_LABEL`] value.
+    pub owner: String,
     pub agent_image: String,
     pub gate_image: String,
     /// The network the gate joins (sbx's per-session network, or `--network`).
@@ -89,9 +94,10 @@ pub fn gitconfig_path(session_dir: &Path) -> PathBuf {
     session_dir.join("home/gitconfig")
 }
 
-pub fn labels(session_id: &str, role: &str) -> BTreeMap<String, String> {
+pub fn labels(session_id: &str, owner: &str, role: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (SESSION_LABEL.to_owned(), session_id.to_owned()),
+        (OWNER_LABEL.to_owned(), owner.to_owned()),
         (ROLE_LABEL.to_owned(), role.to_owned()),
     ])
 }
@@ -112,7 +118,7 @@ pub fn gate(i: &Inputs) -> ContainerSpec {
         image: i.gate_image.clone(),
         user: "0:0".into(),
         cmd: vec!["/usr/local/lib/sbx/gate".into()],
-        labels: labels(&i.session_id, "gate"),
+        labels: labels(&i.session_id, &i.owner, "gate"),
         mounts: vec![
             bind(gate_dir(&i.session_dir), GATE_CONF_DIR, true),
             bind(log_dir(&i.session_dir), GATE_LOG_DIR, false),
@@ -155,7 +161,7 @@ pub fn agent(i: &Inputs) -> ContainerSpec {
         image: i.agent_image.clone(),
         user: format!("{}:{}", i.uid, i.gid),
         cmd: vec!["sleep".into(), "infinity".into()],
-        labels: labels(&i.session_id, "agent"),
+        labels: labels(&i.session_id, &i.owner, "agent"),
         mounts,
         cap_add: Vec::new(),
         cap_drop: vec!["ALL".into()],
@@ -190,6 +196,7 @@ mod tests {
     fn inputs() -> Inputs {
         Inputs {
             session_id: "abc123".into(),
+            owner: "0123456789ab".into(),
             agent_image: "sbx-sandbox:latest".into(),
             gate_image: "sbx-gate:latest".into(),
             network: "sbx-abc123".into(),
@@ -232,7 +239,10 @@ mod tests {
         let a = agent(&inputs());
         assert!(a.cap_add.is_empty());
         assert_eq!(a.cap_drop, ["ALL"]);
-        assert!(a.security_opt.contains(&"no-new-privileges:true".to_owned()));
+        assert!(
+            a.security_opt
+                .contains(&"no-new-privileges:true".to_owned())
+        );
         assert!(!a.user.starts_with("0:"));
         assert!(a.network_mode.starts_with("container:"));
         let g = gate(&inputs());

@@ -21,7 +21,7 @@ use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWrite;
 
-use crate::container::{ContainerSpec, SESSION_LABEL};
+use crate::container::{ContainerSpec, OWNER_LABEL, SESSION_LABEL};
 use crate::image::{FINGERPRINT_LABEL, ImageSpec};
 
 /// A connected engine.
@@ -83,7 +83,13 @@ fn api(action: impl Into<String>) -> impl FnOnce(ApiError) -> EngineError {
 }
 
 fn is_not_found(e: &ApiError) -> bool {
-    matches!(e, ApiError::DockerResponseServerError { status_code: 404, .. })
+    matches!(
+        e,
+        ApiError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
 }
 
 /// Reports an image build as it goes.
@@ -113,7 +119,10 @@ pub fn resolve_endpoint(setting: Option<&str>, home: &Path) -> String {
     });
     if let Some(ctx) = context.filter(|c| c != "default") {
         let id = hex::encode(Sha256::digest(ctx.as_bytes()));
-        let meta = docker_config.join("contexts/meta").join(id).join("meta.json");
+        let meta = docker_config
+            .join("contexts/meta")
+            .join(id)
+            .join("meta.json");
         if let Some(host) = std::fs::read_to_string(meta).ok().and_then(|t| {
             let v: serde_json::Value = serde_json::from_str(&t).ok()?;
             v.pointer("/Endpoints/docker/Host")?
@@ -166,12 +175,11 @@ pub struct Labelled {
 impl Engine {
     /// Connects and checks the engine answers (within a few seconds).
     pub async fn connect(endpoint: &str) -> Result<Engine, EngineError> {
-        let unavailable = |source: Box<dyn std::error::Error + Send + Sync>| {
-            EngineError::Unavailable {
+        let unavailable =
+            |source: Box<dyn std::error::Error + Send + Sync>| EngineError::Unavailable {
                 endpoint: endpoint.to_owned(),
                 source,
-            }
-        };
+            };
         let docker = if let Some(path) = endpoint.strip_prefix("unix://") {
             Docker::connect_with_socket(path, 600, bollard::API_DEFAULT_VERSION)
         } else if endpoint.starts_with('/') {
@@ -200,7 +208,11 @@ impl Engine {
     }
 
     pub async fn version(&self) -> Result<String, EngineError> {
-        let v = self.docker.version().await.map_err(api("report its version"))?;
+        let v = self
+            .docker
+            .version()
+            .await
+            .map_err(api("report its version"))?;
         Ok(v.version.unwrap_or_else(|| "unknown".into()))
     }
 
@@ -266,6 +278,7 @@ impl Engine {
             let Some(text) = info.stream.or(info.status) else {
                 continue;
             };
+            let text = strip_ansi(&text);
             for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
                 if let Some((n, total, what)) = parse_step(line) {
                     step = what.to_owned();
@@ -279,7 +292,11 @@ impl Engine {
         }
         match self.image_fingerprint(&spec.tag).await? {
             Some(fp) if fp == spec.fingerprint => Ok(()),
-            _ => Err(fail(&step, &output, Some("the build ended without an image".into()))),
+            _ => Err(fail(
+                &step,
+                &output,
+                Some("the build ended without an image".into()),
+            )),
         }
     }
 
@@ -359,8 +376,7 @@ impl Engine {
             security_opt: Some(spec.security_opt.clone()),
             network_mode: Some(spec.network_mode.clone()),
             dns: (!spec.dns.is_empty()).then(|| spec.dns.clone()),
-            sysctls: (!spec.sysctls.is_empty())
-                .then(|| spec.sysctls.clone().into_iter().collect()),
+            sysctls: (!spec.sysctls.is_empty()).then(|| spec.sysctls.clone().into_iter().collect()),
             memory: spec.memory,
             memory_swap: spec.memory,
             nano_cpus: spec.nano_cpus,
@@ -543,9 +559,15 @@ impl Engine {
         Ok((code, String::from_utf8_lossy(&out).into_owned()))
     }
 
-    /// Every container (running or not) and network carrying the session label.
-    pub async fn labelled(&self) -> Result<(Vec<Labelled>, Vec<Labelled>), EngineError> {
-        let filters = HashMap::from([("label".to_owned(), vec![SESSION_LABEL.to_owned()])]);
+    /// Every container (running or not) and network of this owner's sessions.
+    pub async fn labelled(
+        &self,
+        owner: &str,
+    ) -> Result<(Vec<Labelled>, Vec<Labelled>), EngineError> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![SESSION_LABEL.to_owned(), format!("{OWNER_LABEL}={owner}")],
+        )]);
         let cs = self
             .docker
             .list_containers(Some(
@@ -595,6 +617,25 @@ impl Engine {
     }
 }
 
+/// Build output colours stderr with escape sequences; messages are plain text.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            chars.next();
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// `Step 3/12 : RUN apt-get ...` → (3, 12, "RUN apt-get ...")
 fn parse_step(line: &str) -> Option<(u64, u64, &str)> {
     let rest = line.strip_prefix("Step ")?;
@@ -617,9 +658,17 @@ mod tests {
     }
 
     #[test]
+    fn strips_colour_codes() {
+        assert_eq!(strip_ansi("\x1b[91mred\x1b[0m plain"), "red plain");
+    }
+
+    #[test]
     fn endpoint_prefers_the_setting_then_docker_host() {
         let home = tempfile::tempdir().unwrap();
-        assert_eq!(resolve_endpoint(Some("tcp://h:2375"), home.path()), "tcp://h:2375");
+        assert_eq!(
+            resolve_endpoint(Some("tcp://h:2375"), home.path()),
+            "tcp://h:2375"
+        );
     }
 
     #[test]

@@ -212,9 +212,9 @@ fn dnsmasq_conf(entries: &[Entry]) -> String {
         }
     }
     let covered_by_wildcard = |name: &str| {
-        domains.iter().any(|(w, d)| {
-            d.wildcard && (name == w || name.ends_with(&format!(".{w}")))
-        })
+        domains
+            .iter()
+            .any(|(w, d)| d.wildcard && (name == w || name.ends_with(&format!(".{w}"))))
     };
     let mut out = format!(
         "# sbx DNS filter (generated)\n\
@@ -312,7 +312,10 @@ mod tests {
         for rules in [&p.iptables, &p.ip6tables] {
             assert!(rules.contains(":OUTPUT DROP") && rules.contains(":INPUT DROP"));
             assert!(!rules.contains("--dport 22 "), "no port 22");
-            assert!(!rules.contains("*nat"), "the nat table (engine DNS) is never touched");
+            assert!(
+                !rules.contains("*nat"),
+                "the nat table (engine DNS) is never touched"
+            );
             assert!(rules.lines().last() == Some("COMMIT"));
             // Every ACCEPT of non-loopback, non-reply traffic is bound to a set or to root's DNS.
             for l in rules.lines().filter(|l| l.contains("-j ACCEPT")) {
@@ -328,6 +331,9 @@ mod tests {
         }
         assert!(p.dnsmasq.trim_end().ends_with("local=/#/"));
         assert!(p.dnsmasq.contains("local=/*.github.com/"));
-        assert!(!p.dnsmasq.contains("local=/*.objects.githubusercontent.com/"));
+        assert!(
+            !p.dnsmasq
+                .contains("local=/*.objects.githubusercontent.com/")
+        );
     }
 }

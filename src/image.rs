@@ -154,7 +154,10 @@ fn ca_files(paths: &[PathBuf]) -> Result<Vec<File>, ImageError> {
             return Err(ImageError::CaEmpty { path: p.clone() });
         }
         for c in certs {
-            let name = format!("ca/sbx-{}.crt", &hex::encode(Sha256::digest(c.as_bytes()))[..16]);
+            let name = format!(
+                "ca/sbx-{}.crt",
+                &hex::encode(Sha256::digest(c.as_bytes()))[..16]
+            );
             out.insert(name, c);
         }
     }
@@ -202,7 +205,12 @@ fn read_context(path: &Path) -> Result<Vec<File>, ImageError> {
     let ignore: Vec<String> = std::fs::read_to_string(dir.join(".dockerignore"))
         .unwrap_or_default()
         .lines()
-        .map(|l| l.trim().trim_start_matches("./").trim_end_matches('/').to_owned())
+        .map(|l| {
+            l.trim()
+                .trim_start_matches("./")
+                .trim_end_matches('/')
+                .to_owned()
+        })
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect();
     let mut files = Vec::new();
@@ -216,7 +224,7 @@ fn read_context(path: &Path) -> Result<Vec<File>, ImageError> {
                 .unwrap_or(&p)
                 .to_string_lossy()
                 .into_owned();
-            if rel == ".git" || ignore.iter().any(|i| *i == rel) {
+            if rel == ".git" || ignore.contains(&rel) {
                 continue;
             }
             let meta = std::fs::symlink_metadata(&p).map_err(err)?;
@@ -269,7 +277,10 @@ mod tests {
         assert_ne!(a.fingerprint, c.fingerprint);
         let mut s2 = Settings::default();
         s2.image.base = "debian:bookworm-slim".into();
-        assert_ne!(a.fingerprint, agent_image(&s2, 1000, 1000).unwrap().fingerprint);
+        assert_ne!(
+            a.fingerprint,
+            agent_image(&s2, 1000, 1000).unwrap().fingerprint
+        );
         assert_ne!(gate_image(&s).unwrap().fingerprint, a.fingerprint);
     }
 
@@ -277,7 +288,11 @@ mod tests {
     fn extra_ca_certificates_are_split_and_change_the_fingerprint() {
         let d = tempfile::tempdir().unwrap();
         let bundle = d.path().join("bundle.pem");
-        std::fs::write(&bundle, format!("junk\n{CERT}{}", CERT.replace("MIIB", "MIIC"))).unwrap();
+        std::fs::write(
+            &bundle,
+            format!("junk\n{CERT}{}", CERT.replace("MIIB", "MIIC")),
+        )
+        .unwrap();
         let mut s = Settings::default();
         let plain = agent_image(&s, 1, 1).unwrap().fingerprint;
         s.image.extra_ca_certs = vec![bundle];
@@ -289,11 +304,18 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect();
-        assert_eq!(names.iter().filter(|n| n.ends_with(".crt")).count(), 2, "{names:?}");
+        assert_eq!(
+            names.iter().filter(|n| n.ends_with(".crt")).count(),
+            2,
+            "{names:?}"
+        );
         let empty = d.path().join("empty.pem");
         std::fs::write(&empty, "nothing").unwrap();
         s.image.extra_ca_certs = vec![empty];
-        assert!(matches!(agent_image(&s, 1, 1), Err(ImageError::CaEmpty { .. })));
+        assert!(matches!(
+            agent_image(&s, 1, 1),
+            Err(ImageError::CaEmpty { .. })
+        ));
     }
 
     #[test]
@@ -301,7 +323,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut s = Settings::default();
         s.image.dockerfile = Some(d.path().to_owned());
-        assert!(matches!(agent_image(&s, 1, 1), Err(ImageError::NoDockerfile { .. })));
+        assert!(matches!(
+            agent_image(&s, 1, 1),
+            Err(ImageError::NoDockerfile { .. })
+        ));
         std::fs::write(d.path().join("Dockerfile"), "FROM x\n").unwrap();
         std::fs::write(d.path().join("big.bin"), "x").unwrap();
         std::fs::write(d.path().join(".dockerignore"), "big.bin\n").unwrap();

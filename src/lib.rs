@@ -2,18 +2,18 @@
 //! the user's repositories, an ephemeral hardened container, and an egress firewall.
 
 pub mod allowlist;
-pub mod config;
-pub mod paths;
-pub mod process;
-pub mod worktree;
-pub mod firewall;
-pub mod image;
-pub mod container;
-pub mod engine;
 pub mod attach;
-pub mod progress;
-pub mod state;
-pub mod terminal;
-pub mod session;
 pub mod cli;
 pub mod commands;
+pub mod config;
+pub mod container;
+pub mod engine;
+pub mod firewall;
+pub mod image;
+pub mod paths;
+pub mod process;
+pub mod progress;
+pub mod session;
+pub mod state;
+pub mod terminal;
+pub mod worktree;

@@ -45,6 +45,13 @@ impl Dirs {
     pub fn session(&self, id: &str) -> PathBuf {
         self.sessions().join(id)
     }
+
+    /// A short tag naming this session folder, carried as a label by everything sbx creates.
+    pub fn owner_tag(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.sessions().to_string_lossy().as_bytes());
+        hex::encode(digest)[..12].to_owned()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -215,7 +215,10 @@ mod tests {
             .output()
             .await
             .unwrap();
-        assert_eq!((out.status, out.stdout.as_str(), out.stderr.as_str()), (3, "in", "err\n"));
+        assert_eq!(
+            (out.status, out.stdout.as_str(), out.stderr.as_str()),
+            (3, "in", "err\n")
+        );
         let e = Cmd::new("sleep")
             .arg("5")
             .timeout(Duration::from_millis(100))

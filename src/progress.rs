@@ -60,7 +60,11 @@ impl Ui {
 
     /// Something the user should act on; always shown.
     pub fn warn(&self, msg: impl AsRef<str>) {
-        self.emit(format!("{} {}", self.paint("1;33", "warning:"), msg.as_ref()));
+        self.emit(format!(
+            "{} {}",
+            self.paint("1;33", "warning:"),
+            msg.as_ref()
+        ));
     }
 
     /// A fact the user must not miss (where kept work is); always shown.
@@ -124,9 +128,7 @@ impl Bar {
                 pb.set_position(n.saturating_sub(1));
                 pb.set_message(what.to_owned());
             }
-            None => self
-                .ui
-                .info(format!("{}: {n}/{total} {what}", self.label)),
+            None => self.ui.info(format!("{}: {n}/{total} {what}", self.label)),
         }
     }
 

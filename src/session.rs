@@ -80,11 +80,8 @@ impl Timings {
 
     /// Records a phase that began at `began` and ends now.
     pub fn record(&mut self, name: &'static str, began: Instant) {
-        self.phases.push((
-            name,
-            began.duration_since(self.start),
-            began.elapsed(),
-        ));
+        self.phases
+            .push((name, began.duration_since(self.start), began.elapsed()));
     }
 
     pub fn total(&self) -> Duration {
@@ -101,7 +98,10 @@ impl Timings {
             ));
         }
         if let Some(f) = self.first_output {
-            out.push_str(&format!("first output byte     {:>7.1}ms\n", f.as_secs_f64() * 1e3));
+            out.push_str(&format!(
+                "first output byte     {:>7.1}ms\n",
+                f.as_secs_f64() * 1e3
+            ));
         }
         out.push_str(&format!(
             "total                 {:>7.1}ms\n",
@@ -345,7 +345,10 @@ async fn start_and_exec(
             if own_network {
                 with(live, |l| l.networks.push(network.clone()));
                 engine
-                    .create_network(&network, &container::labels(id, "network"))
+                    .create_network(
+                        &network,
+                        &container::labels(id, &ctx.dirs.owner_tag(), "network"),
+                    )
                     .await?;
             } else {
                 check_user_network(&engine, &network).await?;
@@ -392,7 +395,9 @@ async fn start_and_exec(
         connected.duration_since(timings.start),
         images_took,
     ));
-    timings.phases.push(("network", connected.duration_since(timings.start), net_took));
+    timings
+        .phases
+        .push(("network", connected.duration_since(timings.start), net_took));
     record.checkouts = checkouts.clone();
     if own_network {
         record.networks.push(network.clone());
@@ -407,6 +412,7 @@ async fn start_and_exec(
     };
     let inputs = Inputs {
         session_id: id.to_owned(),
+        owner: ctx.dirs.owner_tag(),
         agent_image: settings.image.tag.clone(),
         gate_image: image::GATE_TAG.to_owned(),
         network: network.clone(),
@@ -421,12 +427,10 @@ async fn start_and_exec(
         dns: settings.dns.clone(),
         working_dir: format!("/workspace/{}", first.name),
     };
-    if let Some(c) = settings.resources.cpus {
-        if c > f64::from(ncpu) {
-            ctx.ui.warn(format!(
-                "`resources.cpus` is {c} but the engine has {ncpu}; using {ncpu}"
-            ));
-        }
+    if let Some(c) = settings.resources.cpus.filter(|c| *c > f64::from(ncpu)) {
+        ctx.ui.warn(format!(
+            "`resources.cpus` is {c} but the engine has {ncpu}; using {ncpu}"
+        ));
     }
     let gate = container::gate(&inputs);
     let agent = container::agent(&inputs);
@@ -441,13 +445,10 @@ async fn start_and_exec(
     let gate_output = engine.attach_output(&gate.name).await?;
     engine.start_container(&gate.name).await?;
     let gate_started = Instant::now();
-    let (ready, agent_started) = tokio::join!(
-        wait_for_gate(gate_output),
-        async {
-            engine.create_container(&agent).await?;
-            engine.start_container(&agent.name).await
-        }
-    );
+    let (ready, agent_started) = tokio::join!(wait_for_gate(gate_output), async {
+        engine.create_container(&agent).await?;
+        engine.start_container(&agent.name).await
+    });
     ready?;
     timings.record("firewall apply", gate_started);
     agent_started?;
@@ -576,7 +577,10 @@ async fn self_check(
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.lines().any(|l| l.contains(&needle) && l.contains("DPT=9 ")) {
+        if text
+            .lines()
+            .any(|l| l.contains(&needle) && l.contains("DPT=9 "))
+        {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -700,8 +704,8 @@ async fn teardown(id: &str, live: &Shared, keep: bool) -> Vec<Outcome> {
     let remove = async {
         if let Some(engine) = &engine {
             let all = containers.iter().map(|c| async move {
-                let _ = tokio::time::timeout(Duration::from_secs(20), engine.remove_container(c))
-                    .await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(20), engine.remove_container(c)).await;
             });
             join_all(all).await;
             for n in &networks {
@@ -782,9 +786,12 @@ pub async fn gc(ctx: &Context, engine: Option<&Engine>) -> anyhow::Result<GcRepo
             report.sessions_finished.push(record.id.clone());
         } else {
             // Finished long ago, nothing kept: its record and logs can go.
-            let old = state::now().saturating_sub(record.ended.unwrap_or(record.created))
-                > 7 * 24 * 3600;
-            let kept = record.outcomes.iter().any(|o| o.kept.is_some() && o.path.exists());
+            let old =
+                state::now().saturating_sub(record.ended.unwrap_or(record.created)) > 7 * 24 * 3600;
+            let kept = record
+                .outcomes
+                .iter()
+                .any(|o| o.kept.is_some() && o.path.exists());
             if old && !kept {
                 std::fs::remove_dir_all(&dir)?;
                 report.folders_removed.push(dir);
@@ -793,7 +800,7 @@ pub async fn gc(ctx: &Context, engine: Option<&Engine>) -> anyhow::Result<GcRepo
     }
     // Anything labelled by sbx whose session is not alive (its folder may be gone entirely).
     if let Some(engine) = engine {
-        let (containers, networks) = engine.labelled().await?;
+        let (containers, networks) = engine.labelled(&ctx.dirs.owner_tag()).await?;
         for c in containers.iter().filter(|c| !live_ids.contains(&c.session)) {
             engine.remove_container(&c.name).await?;
             if !report.containers_removed.contains(&c.name) {

@@ -211,6 +211,12 @@ mod tests {
         assert!(is_live(d.path()));
         drop(l);
         assert!(!is_live(d.path()));
-        assert_eq!(list(d.path().parent().unwrap()).iter().filter(|(p, _)| p == d.path()).count(), 1);
+        assert_eq!(
+            list(d.path().parent().unwrap())
+                .iter()
+                .filter(|(p, _)| p == d.path())
+                .count(),
+            1
+        );
     }
 }

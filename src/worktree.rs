@@ -137,7 +137,12 @@ pub fn discover(path: &Path) -> Result<Repo, GitError> {
     let root = absolute(&root);
     let head = match repo.head() {
         Ok(h) => h,
-        Err(e) if matches!(e.code(), git2::ErrorCode::UnbornBranch | git2::ErrorCode::NotFound) => {
+        Err(e)
+            if matches!(
+                e.code(),
+                git2::ErrorCode::UnbornBranch | git2::ErrorCode::NotFound
+            ) =>
+        {
             return Err(GitError::NoCommits { path: root });
         }
         Err(source) => return Err(GitError::Open { path: root, source }),
@@ -334,7 +339,9 @@ const QUIET_CHECKOUT: &[&str] = &[
     "advice.detachedHead=false",
 ];
 
-async fn create_isolated(c: &Checkout) -> Result<Vec<Mount>, Box<dyn std::error::Error + Send + Sync>> {
+async fn create_isolated(
+    c: &Checkout,
+) -> Result<Vec<Mount>, Box<dyn std::error::Error + Send + Sync>> {
     let dest = c.path.as_path();
     let (refs, config, format) = {
         let common = c.common_dir.clone();
@@ -429,9 +436,12 @@ fn host_refs_and_config(
         };
         let wanted_branch = head_branch.map(|b| format!("branch.{b}."));
         let keep = (name.starts_with("remote.")
-            && [".url", ".pushurl", ".fetch"].iter().any(|s| name.ends_with(s)))
+            && [".url", ".pushurl", ".fetch"]
+                .iter()
+                .any(|s| name.ends_with(s)))
             || wanted_branch.as_ref().is_some_and(|p| {
-                name.starts_with(p.as_str()) && (name.ends_with(".remote") || name.ends_with(".merge"))
+                name.starts_with(p.as_str())
+                    && (name.ends_with(".remote") || name.ends_with(".merge"))
             });
         if !keep {
             continue;
@@ -467,7 +477,9 @@ fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
-async fn create_worktree(c: &Checkout) -> Result<Vec<Mount>, Box<dyn std::error::Error + Send + Sync>> {
+async fn create_worktree(
+    c: &Checkout,
+) -> Result<Vec<Mount>, Box<dyn std::error::Error + Send + Sync>> {
     if let Some(parent) = c.path.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -604,7 +616,11 @@ fn open_checkout(path: &Path) -> Result<git2::Repository, String> {
 }
 
 fn head_and_dirty(repo: &git2::Repository) -> Result<State, String> {
-    let head = repo.head().ok().and_then(|h| h.peel_to_commit().ok()).map(|c| c.id());
+    let head = repo
+        .head()
+        .ok()
+        .and_then(|h| h.peel_to_commit().ok())
+        .map(|c| c.id());
     let mut opts = git2::StatusOptions::new();
     opts.include_untracked(true)
         .recurse_untracked_dirs(false)
@@ -619,8 +635,8 @@ fn head_and_dirty(repo: &git2::Repository) -> Result<State, String> {
 
 fn inspect_isolated(c: &Checkout) -> Result<State, String> {
     let gitdir = c.path.join(".git");
-    let meta = std::fs::symlink_metadata(&gitdir)
-        .map_err(|_| "its `.git` folder is gone".to_owned())?;
+    let meta =
+        std::fs::symlink_metadata(&gitdir).map_err(|_| "its `.git` folder is gone".to_owned())?;
     if !meta.is_dir() {
         return Err("its `.git` is not a folder any more".into());
     }
@@ -667,13 +683,15 @@ fn import(c: &Checkout, head: git2::Oid, branch: &str) -> Result<(), GitError> {
         let odb = host.odb().map_err(err)?;
         let mut writer = odb.packwriter().map_err(err)?;
         let mut io_error = None;
-        pb.foreach(|chunk| match std::io::Write::write_all(&mut writer, chunk) {
-            Ok(()) => true,
-            Err(e) => {
-                io_error = Some(e);
-                false
-            }
-        })
+        pb.foreach(
+            |chunk| match std::io::Write::write_all(&mut writer, chunk) {
+                Ok(()) => true,
+                Err(e) => {
+                    io_error = Some(e);
+                    false
+                }
+            },
+        )
         .map_err(err)?;
         if let Some(e) = io_error {
             return Err(err(git2::Error::from_str(&e.to_string())));
@@ -702,12 +720,12 @@ fn remove(c: &Checkout) -> Result<(), GitError> {
         let host = git2::Repository::open_bare(&c.common_dir).map_err(|e| fail(e.into()))?;
         let names = host.worktrees().map_err(|e| fail(e.into()))?;
         for name in names.iter().flatten().flatten() {
-            if let Ok(wt) = host.find_worktree(name) {
-                if absolute(wt.path()) == absolute(&c.path) {
-                    let mut opts = git2::WorktreePruneOptions::new();
-                    opts.valid(true).working_tree(true);
-                    wt.prune(Some(&mut opts)).map_err(|e| fail(e.into()))?;
-                }
+            if let Ok(wt) = host.find_worktree(name)
+                && absolute(wt.path()) == absolute(&c.path)
+            {
+                let mut opts = git2::WorktreePruneOptions::new();
+                opts.valid(true).working_tree(true);
+                wt.prune(Some(&mut opts)).map_err(|e| fail(e.into()))?;
             }
         }
     }
@@ -755,7 +773,11 @@ mod tests {
             .env("GIT_COMMITTER_EMAIL", "t@example.com")
             .output()
             .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -764,7 +786,10 @@ mod tests {
         std::fs::write(dir.join("a.txt"), "a\n").unwrap();
         git(dir, &["add", "."]);
         git(dir, &["commit", "-q", "-m", "first"]);
-        git(dir, &["remote", "add", "origin", "https://example.com/x.git"]);
+        git(
+            dir,
+            &["remote", "add", "origin", "https://example.com/x.git"],
+        );
     }
 
     #[test]
@@ -802,7 +827,10 @@ mod tests {
         let mut c = Checkout::plan(&repo, "host", &dest, GitMode::Isolated);
         create(&mut c, None).await.unwrap();
         assert_eq!(std::fs::read_to_string(dest.join("a.txt")).unwrap(), "a\n");
-        assert_eq!(git(&dest, &["remote", "get-url", "origin"]).trim(), "https://example.com/x.git");
+        assert_eq!(
+            git(&dest, &["remote", "get-url", "origin"]).trim(),
+            "https://example.com/x.git"
+        );
         assert_eq!(git(&dest, &["status", "--porcelain"]), "");
         // Nothing changed: removed, no branch.
         let o = finish(&c, "s1", false);
@@ -819,7 +847,10 @@ mod tests {
         assert_eq!(o.branch.as_deref(), Some("sbx/s2"));
         assert!(o.kept.is_some() && dest.exists(), "{o:?}");
         assert_eq!(git(&host, &["show", "sbx/s2:b.txt"]), "b\n");
-        assert_eq!(git(&host, &["log", "-1", "--format=%an %s", "sbx/s2"]).trim(), "T second");
+        assert_eq!(
+            git(&host, &["log", "-1", "--format=%an %s", "sbx/s2"]).trim(),
+            "T second"
+        );
         git(&host, &["fsck", "--full"]);
         // Finishing again is harmless.
         let o2 = finish(&c, "s2", false);
@@ -836,7 +867,11 @@ mod tests {
         let dest = d.path().join("s/repos/host");
         let mut c = Checkout::plan(&repo, "host", &dest, GitMode::Worktree);
         create(&mut c, None).await.unwrap();
-        assert!(c.mounts.iter().any(|m| m.host == repo.common_dir && !m.read_only));
+        assert!(
+            c.mounts
+                .iter()
+                .any(|m| m.host == repo.common_dir && !m.read_only)
+        );
         std::fs::write(dest.join("new.txt"), "x").unwrap();
         let o = finish(&c, "w1", false);
         assert!(o.kept.is_some() && dest.exists());
@@ -844,6 +879,11 @@ mod tests {
         let o = finish(&c, "w1", false);
         assert_eq!(o.kept, None);
         assert!(!dest.exists());
-        assert_eq!(git(&host, &["worktree", "list", "--porcelain"]).matches("worktree ").count(), 1);
+        assert_eq!(
+            git(&host, &["worktree", "list", "--porcelain"])
+                .matches("worktree ")
+                .count(),
+            1
+        );
     }
 }

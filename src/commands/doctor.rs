@@ -13,7 +13,11 @@ struct Check {
     hint: Option<String>,
 }
 
-pub async fn run(ctx: &Context, _args: DoctorArgs, docker_host: Option<String>) -> anyhow::Result<i32> {
+pub async fn run(
+    ctx: &Context,
+    _args: DoctorArgs,
+    docker_host: Option<String>,
+) -> anyhow::Result<i32> {
     let mut checks = Vec::new();
     let settings = super::load_settings(ctx, super::project_root().as_deref(), Layer::default());
     checks.push(match &settings {
@@ -60,12 +64,18 @@ pub async fn run(ctx: &Context, _args: DoctorArgs, docker_host: Option<String>) 
                     for s in specs {
                         let fp = engine.image_fingerprint(&s.tag).await.ok().flatten();
                         let (ok, detail) = match fp {
-                            Some(f) if f == s.fingerprint => (true, format!("`{}` up to date", s.tag)),
+                            Some(f) if f == s.fingerprint => {
+                                (true, format!("`{}` up to date", s.tag))
+                            }
                             Some(_) => (false, format!("`{}` is out of date", s.tag)),
                             None => (false, format!("`{}` is not built", s.tag)),
                         };
                         checks.push(Check {
-                            name: if s.role == "gate" { "gate image" } else { "sandbox image" },
+                            name: if s.role == "gate" {
+                                "gate image"
+                            } else {
+                                "sandbox image"
+                            },
                             ok,
                             detail,
                             hint: (!ok).then(|| "run `sbx setup`".into()),
@@ -98,7 +108,12 @@ pub async fn run(ctx: &Context, _args: DoctorArgs, docker_host: Option<String>) 
 
     let mut failed = 0;
     for c in &checks {
-        println!("{:<4} {:<15} {}", if c.ok { "ok" } else { "FAIL" }, c.name, c.detail);
+        println!(
+            "{:<4} {:<15} {}",
+            if c.ok { "ok" } else { "FAIL" },
+            c.name,
+            c.detail
+        );
         if let Some(h) = &c.hint {
             println!("     {:<15} hint: {h}", "");
         }

@@ -10,7 +10,9 @@ pub async fn run(ctx: &Context, docker_host: Option<String>) -> anyhow::Result<i
     let engine = match Engine::connect(&endpoint).await {
         Ok(e) => Some(e),
         Err(e) => {
-            ctx.ui.warn(format!("{e}; containers and networks are left alone this time"));
+            ctx.ui.warn(format!(
+                "{e}; containers and networks are left alone this time"
+            ));
             None
         }
     };

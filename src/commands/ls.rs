@@ -32,7 +32,10 @@ pub async fn run(ctx: &Context, args: LsArgs, _docker_host: Option<String>) -> a
     let mut rows = Vec::new();
     for (dir, r) in state::list(&ctx.dirs.sessions()) {
         let live = state::is_live(&dir);
-        let kept = r.outcomes.iter().any(|o| o.kept.is_some() && o.path.exists());
+        let kept = r
+            .outcomes
+            .iter()
+            .any(|o| o.kept.is_some() && o.path.exists());
         let st = match (r.phase, live) {
             (Phase::Running, true) => "running",
             (Phase::Running, false) => "dead",
@@ -83,7 +86,10 @@ pub async fn run(ctx: &Context, args: LsArgs, _docker_host: Option<String>) -> a
         ctx.ui.info("no sessions");
         return Ok(0);
     }
-    println!("{:<10} {:<9} {:>5}  {:<20} REPOS", "ID", "STATE", "AGE", "COMMAND");
+    println!(
+        "{:<10} {:<9} {:>5}  {:<20} REPOS",
+        "ID", "STATE", "AGE", "COMMAND"
+    );
     for r in rows {
         let repos: Vec<String> = r
             .repos

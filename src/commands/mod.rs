@@ -50,7 +50,9 @@ pub fn hint_for(e: &(dyn std::error::Error + 'static)) -> Option<String> {
                 "fix `{}` (`sbx config show` lists every valid key)",
                 path.display()
             ),
-            ConfigError::Value { .. } => "`sbx config show` lists every setting and its source".into(),
+            ConfigError::Value { .. } => {
+                "`sbx config show` lists every setting and its source".into()
+            }
         });
     }
     if e.downcast_ref::<crate::allowlist::EntryError>().is_some() {

@@ -6,7 +6,11 @@ use crate::config::Layer;
 use crate::engine::Engine;
 use crate::session::{self, Context};
 
-pub async fn run(ctx: &Context, _args: SetupArgs, docker_host: Option<String>) -> anyhow::Result<i32> {
+pub async fn run(
+    ctx: &Context,
+    _args: SetupArgs,
+    docker_host: Option<String>,
+) -> anyhow::Result<i32> {
     let settings = super::load_settings(ctx, super::project_root().as_deref(), Layer::default())?;
     let specs = session::image_specs(&settings)?;
     let engine = Engine::connect(&super::endpoint(ctx, &settings, docker_host)).await?;

@@ -1,0 +1,231 @@
+//! The command line's contract for bad input: clear errors with hints and sbx's own exit code,
+//! settings with their sources. Most of these need no engine; the image ones use the real one.
+
+mod common;
+
+use common::*;
+
+const SBX_FAILURE: i32 = 125;
+
+#[track_caller]
+fn assert_error(o: &std::process::Output, needles: &[&str]) {
+    assert_eq!(o.status.code(), Some(SBX_FAILURE), "{}", stderr(o));
+    let e = stderr(o);
+    assert!(e.lines().any(|l| l.starts_with("error: ")), "{e}");
+    for n in needles {
+        assert!(e.contains(n), "missing `{n}` in:\n{e}");
+    }
+    assert!(e.contains("hint: "), "no hint in:\n{e}");
+}
+
+#[test]
+fn not_a_git_repo() {
+    let env = Env::new();
+    let dir = env.home().join("plain");
+    std::fs::create_dir_all(&dir).unwrap();
+    let o = env.run(&dir, &["run", "--", "true"]);
+    assert_error(&o, &["not inside a git repository", "--repo"]);
+}
+
+#[test]
+fn repo_without_commits() {
+    let env = Env::new();
+    let dir = env.home().join("empty");
+    std::fs::create_dir_all(&dir).unwrap();
+    git(&dir, &["init", "-q"]);
+    let o = env.run(&dir, &["run", "--", "true"]);
+    assert_error(&o, &["no commits", "git commit"]);
+}
+
+#[test]
+fn bad_allowlist_entry() {
+    let env = Env::new();
+    let repo = env.repo("app");
+    let o = env.run(
+        &repo,
+        &["run", "--allow", "https://example.com/x", "--", "true"],
+    );
+    assert_error(&o, &["`https://example.com/x`", "URL"]);
+    let o = env.run(
+        &repo,
+        &["run", "--allow", "example.com:99999", "--", "true"],
+    );
+    assert_error(&o, &["port"]);
+}
+
+#[test]
+fn unknown_config_key_names_key_and_file() {
+    let env = Env::new();
+    let repo = env.repo("app");
+    std::fs::write(
+        repo.join(".sbx.yaml"),
+        "allow: [a.example.com]\nresourses: {cpus: 2}\n",
+    )
+    .unwrap();
+    let o = env.run(&repo, &["run", "--", "true"]);
+    assert_error(&o, &["resourses", ".sbx.yaml"]);
+    std::fs::create_dir_all(env.config_dir()).unwrap();
+    std::fs::write(repo.join(".sbx.yaml"), "").unwrap();
+    std::fs::write(
+        env.config_dir().join("config.yaml"),
+        "git:\n  mode: sideways\n",
+    )
+    .unwrap();
+    let o = env.run(&repo, &["run", "--", "true"]);
+    assert_error(&o, &["sideways", "config.yaml"]);
+}
+
+#[test]
+fn no_engine_reachable() {
+    let env = Env::new();
+    let repo = env.repo("app");
+    let o = env.run(
+        &repo,
+        &[
+            "--docker-host",
+            "unix:///nonexistent/docker.sock",
+            "run",
+            "--",
+            "true",
+        ],
+    );
+    assert_error(
+        &o,
+        &[
+            "no container engine answers",
+            "/nonexistent/docker.sock",
+            "DOCKER_HOST",
+        ],
+    );
+    // Nothing is left behind by a failed start.
+    let ids = session_ids(&env);
+    assert_eq!(ids.len(), 1);
+    assert!(!env.sessions().join(&ids[0]).join("repos/app").exists());
+}
+
+#[test]
+fn config_show_lists_values_and_sources() {
+    let env = Env::new();
+    let repo = env.repo("app");
+    std::fs::write(repo.join(".sbx.yaml"), "allow: [a.example.com]\n").unwrap();
+    std::fs::create_dir_all(env.config_dir()).unwrap();
+    std::fs::write(
+        env.config_dir().join("config.yaml"),
+        "git: {mode: worktree}\n",
+    )
+    .unwrap();
+    let o = env
+        .sbx()
+        .current_dir(&repo)
+        .env("SBX_CPUS", "1.5")
+        .args(["config", "show"])
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    let out = stdout(&o);
+    let row = |k: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{k} ")))
+            .unwrap_or_else(|| panic!("no {k} in {out}"))
+            .to_owned()
+    };
+    assert!(row("allow").contains("a.example.com") && row("allow").contains(".sbx.yaml"));
+    assert!(row("git.mode").contains("worktree") && row("git.mode").contains("config.yaml"));
+    assert!(row("resources.cpus").contains("1.5") && row("resources.cpus").contains("SBX_CPUS"));
+    assert!(row("image.tag").contains("# default"));
+    let o = env
+        .sbx()
+        .current_dir(&repo)
+        .args(["config", "show", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["key"] == "git.mode" && r["value"] == "worktree")
+    );
+}
+
+#[test]
+fn ls_json_is_data_on_stdout() {
+    let env = Env::new();
+    let o = env.run(env.home(), &["ls", "--json"]);
+    assert_ok(&o);
+    assert_eq!(stdout(&o).trim(), "[]");
+}
+
+#[test]
+fn image_build_failure_shows_the_failing_step() {
+    require_docker!();
+    let env = Env::new();
+    let dir = env.home().join("img");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM debian:trixie-slim\nRUN echo about to fail && echo sbx-test-marker >&2 && false\n",
+    )
+    .unwrap();
+    let o = env
+        .sbx()
+        .current_dir(env.home())
+        .env("SBX_IMAGE_DOCKERFILE", &dir)
+        .env("SBX_IMAGE_TAG", "sbxtest-broken:latest")
+        .args(["setup"])
+        .output()
+        .unwrap();
+    assert_error(
+        &o,
+        &["RUN echo about to fail", "sbx-test-marker", "sbx setup"],
+    );
+}
+
+#[test]
+fn setup_is_a_no_op_when_up_to_date() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    let o = env.run(env.home(), &["setup"]);
+    assert_ok(&o);
+    assert!(stderr(&o).contains("up to date"), "{}", stderr(&o));
+}
+
+#[test]
+fn image_handles_macos_gid_20() {
+    require_docker!();
+    ensure_images();
+    // macOS users are in group 20 (`staff`), which Debian already has as `dialout`. The context
+    // is the one sbx builds, so only the late user step is rebuilt.
+    let mut settings = sbx::config::Settings::default();
+    if let Ok(ca) = std::env::var("SBX_EXTRA_CA_CERTS") {
+        settings.image.extra_ca_certs = vec![ca.into()];
+    }
+    let spec = sbx::image::agent_image(&settings, 501, 20).unwrap();
+    let tag = "sbxtest-gid20:latest";
+    let mut args = vec!["build".to_owned(), "-q".into(), "-t".into(), tag.into()];
+    for (k, v) in &spec.build_args {
+        args.push("--build-arg".into());
+        args.push(format!("{k}={v}"));
+    }
+    args.push("-".into());
+    let mut child = std::process::Command::new("docker")
+        .args(&args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&spec.context)
+        .unwrap();
+    let built = child.wait_with_output().unwrap();
+    assert_ok(&built);
+    let id = docker_ok(&["run", "--rm", tag, "id"]);
+    let _ = docker(&["rmi", tag]);
+    assert!(id.starts_with("uid=501(agent) gid=20(dialout)"), "{id}");
+}

@@ -1,0 +1,345 @@
+//! Shared helpers for the integration tests: a private HOME per test, real git repositories,
+//! the `sbx` binary, the Docker engine (skip or fail when absent), and test hosts on the tests'
+//! own networks, all labelled and removed by guards even when a test fails.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const TEST_LABEL: &str = "dev.sbx.test=1";
+
+/// Whether a Docker engine answers. Without one, a test prints `skipping: ...` and returns,
+/// unless `SBX_TEST_REQUIRE_DOCKER=1` (set by CI), which turns the skip into a failure.
+pub fn docker_available() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    let ok = *OK.get_or_init(|| {
+        Command::new("docker")
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    });
+    if !ok {
+        if std::env::var("SBX_TEST_REQUIRE_DOCKER").as_deref() == Ok("1") {
+            panic!("no Docker engine is reachable and SBX_TEST_REQUIRE_DOCKER=1");
+        }
+        eprintln!("skipping: no Docker engine is reachable");
+    }
+    ok
+}
+
+/// `return` from the test when Docker is unavailable (after printing why).
+#[macro_export]
+macro_rules! require_docker {
+    () => {
+        if !common::docker_available() {
+            return;
+        }
+    };
+}
+
+pub fn sbx_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sbx"))
+}
+
+/// A private HOME with XDG folders, so tests never touch the user's files or each other's.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("sbx-test-")
+            .tempdir()
+            .unwrap();
+        Env { dir }
+    }
+
+    pub fn home(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn cache(&self) -> PathBuf {
+        self.home().join(".cache")
+    }
+
+    pub fn sessions(&self) -> PathBuf {
+        self.cache().join("sbx/sessions")
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.home().join(".config/sbx")
+    }
+
+    /// `sbx` with this environment. The CA bundle setting passes through (CI's TLS proxy).
+    pub fn sbx(&self) -> Command {
+        let mut c = Command::new(sbx_bin());
+        c.env_clear()
+            .env("HOME", self.home())
+            .env("XDG_CACHE_HOME", self.cache())
+            .env("XDG_CONFIG_HOME", self.home().join(".config"))
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SBX_NO_PROGRESS", "1");
+        for v in ["DOCKER_HOST", "SBX_EXTRA_CA_CERTS", "SBX_IMAGE_BASE"] {
+            if let Ok(x) = std::env::var(v) {
+                c.env(v, x);
+            }
+        }
+        c
+    }
+
+    /// Runs `sbx args...` in `cwd` with no stdin, returning its output.
+    pub fn run(&self, cwd: &Path, args: &[&str]) -> Output {
+        self.sbx()
+            .current_dir(cwd)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Makes a git repository with one commit under this HOME.
+    pub fn repo(&self, name: &str) -> PathBuf {
+        let p = self.home().join("code").join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        git(&p, &["init", "-q", "-b", "main"]);
+        std::fs::write(p.join("README.md"), format!("# {name}\n")).unwrap();
+        git(&p, &["add", "."]);
+        git(&p, &["commit", "-q", "-m", "first"]);
+        p
+    }
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Test Author")
+        .env("GIT_AUTHOR_EMAIL", "author@example.com")
+        .env("GIT_COMMITTER_NAME", "Test Author")
+        .env("GIT_COMMITTER_EMAIL", "author@example.com")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts success and shows both streams otherwise.
+#[track_caller]
+pub fn assert_ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// Builds the images once per test process (a fast no-op when they are current).
+pub fn ensure_images() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let env = Env::new();
+        let o = env.run(env.home(), &["setup"]);
+        assert_ok(&o);
+    });
+}
+
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker").args(args).output().unwrap()
+}
+
+#[track_caller]
+pub fn docker_ok(args: &[&str]) -> String {
+    let o = docker(args);
+    assert!(
+        o.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    stdout(&o).trim().to_owned()
+}
+
+/// Names of containers (any state) carrying a session's label.
+pub fn session_containers(session: &str) -> Vec<String> {
+    let out = docker_ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=dev.sbx.session={session}"),
+        "--format",
+        "{{.Names}}",
+    ]);
+    out.lines().map(str::to_owned).collect()
+}
+
+pub fn session_networks(session: &str) -> Vec<String> {
+    let out = docker_ok(&[
+        "network",
+        "ls",
+        "--filter",
+        &format!("label=dev.sbx.session={session}"),
+        "--format",
+        "{{.Name}}",
+    ]);
+    out.lines().map(str::to_owned).collect()
+}
+
+/// The ids of the sessions recorded under this HOME.
+pub fn session_ids(env: &Env) -> Vec<String> {
+    std::fs::read_dir(env.sessions())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn unique(prefix: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    format!(
+        "sbxtest-{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    )
+}
+
+/// A Docker network of the test's own, removed (with its containers) on drop.
+pub struct TestNet {
+    pub name: String,
+    containers: Vec<String>,
+}
+
+impl TestNet {
+    pub fn new(extra: &[&str]) -> TestNet {
+        let name = unique("net");
+        let mut args = vec!["network", "create", "--label", TEST_LABEL];
+        args.extend_from_slice(extra);
+        args.push(&name);
+        docker_ok(&args);
+        TestNet {
+            name,
+            containers: Vec::new(),
+        }
+    }
+
+    /// A test host: `image cmd...` as root with these network aliases. Returns its name.
+    pub fn host(&mut self, aliases: &[&str], image: &str, cmd: &[&str]) -> String {
+        let name = unique("host");
+        let mut args = vec![
+            "run",
+            "-d",
+            "--rm",
+            "--label",
+            TEST_LABEL,
+            "--name",
+            &name,
+            "--network",
+            &self.name,
+            "--user",
+            "0",
+        ];
+        for a in aliases {
+            args.push("--network-alias");
+            args.push(a);
+        }
+        args.push(image);
+        args.extend_from_slice(cmd);
+        docker_ok(&args);
+        self.containers.push(name.clone());
+        name
+    }
+
+    /// A web server answering `hello from <alias>` on port 80.
+    pub fn web_host(&mut self, alias: &str) -> String {
+        let script = format!(
+            "mkdir -p /srv && echo 'hello from {alias}' > /srv/index.html && cd /srv && exec python3 -m http.server --bind :: 80"
+        );
+        let name = self.host(&[alias], "sbx-sandbox:latest", &["sh", "-c", &script]);
+        let ok = wait_until(Duration::from_secs(15), || {
+            docker(&[
+                "exec",
+                &name,
+                "python3",
+                "-c",
+                "import urllib.request;urllib.request.urlopen('http://127.0.0.1/')",
+            ])
+            .status
+            .success()
+        });
+        assert!(ok, "test web host {alias} did not come up");
+        name
+    }
+
+    pub fn ip(&self, container: &str, v6: bool) -> String {
+        let field = if v6 { "GlobalIPv6Address" } else { "IPAddress" };
+        docker_ok(&[
+            "inspect",
+            "-f",
+            &format!(
+                "{{{{(index .NetworkSettings.Networks \"{}\").{field}}}}}",
+                self.name
+            ),
+            container,
+        ])
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        for c in &self.containers {
+            let _ = docker(&["rm", "-f", c]);
+        }
+        // Sessions attached with `--network` are gone by now; anything left is force-removed.
+        let _ = docker(&["network", "rm", &self.name]);
+    }
+}
+
+/// Removes whatever a test's sessions left behind, even when the test panics.
+pub struct SessionGuard<'a> {
+    pub env: &'a Env,
+}
+
+impl Drop for SessionGuard<'_> {
+    fn drop(&mut self) {
+        for id in session_ids(self.env) {
+            for c in session_containers(&id) {
+                let _ = docker(&["rm", "-f", &c]);
+            }
+            for n in session_networks(&id) {
+                let _ = docker(&["network", "rm", &n]);
+            }
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! The egress firewall, tested from the attacker's side: commands inside the sandbox try to
+//! reach the tests' own hosts, and only allowlisted ones answer. All traffic stays on networks
+//! the tests create.
+
+mod common;
+
+use common::*;
+
+/// Python run inside the sandbox; prints one `name=result` line per probe.
+const PROBE: &str = r#"
+import socket, sys, time, errno, struct, urllib.request
+def tcp(host, port, v6=False):
+    fam = socket.AF_INET6 if v6 else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM); s.settimeout(5)
+    t = time.time()
+    try:
+        s.connect((host, port)); return "open", time.time() - t
+    except socket.timeout:
+        return "timeout", time.time() - t
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno)), time.time() - t
+def http(url):
+    try:
+        return urllib.request.urlopen(url, timeout=5).read().decode().strip()
+    except Exception as e:
+        return "error:" + type(e).__name__ + ":" + str(getattr(e, "reason", e))
+def dns_query(name):
+    q = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
+    for l in name.split("."):
+        q += bytes([len(l)]) + l.encode()
+    return q + b"\x00\x00\x01\x00\x01"
+def dns_udp(server, name):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+    try:
+        s.sendto(dns_query(name), (server, 53)); s.recv(512); return "answered"
+    except socket.timeout:
+        return "timeout"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+def dns_tcp(server, name):
+    s = socket.socket(); s.settimeout(3)
+    try:
+        s.connect((server, 53)); q = dns_query(name)
+        s.sendall(struct.pack(">H", len(q)) + q); s.recv(512); return "answered"
+    except socket.timeout:
+        return "timeout"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+def resolve(name):
+    try:
+        return socket.gethostbyname(name)
+    except OSError:
+        return "nxdomain"
+"#;
+
+fn probe_cmd(body: &str) -> Vec<String> {
+    vec!["python3".into(), "-c".into(), format!("{PROBE}\n{body}")]
+}
+
+fn run_in_sandbox(env: &Env, net: &TestNet, allow: &[&str], body: &str) -> String {
+    let repo = env.repo("app");
+    let mut args: Vec<String> = vec!["run".into(), "--network".into(), net.name.clone()];
+    for a in allow {
+        args.push("--allow".into());
+        args.push((*a).into());
+    }
+    args.push("--".into());
+    args.extend(probe_cmd(body));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = env.run(&repo, &args);
+    assert_ok(&o);
+    stdout(&o)
+}
+
+/// The same probes from a plain container on the test network (proves a path is real).
+fn run_outside(net: &TestNet, body: &str) -> String {
+    let mut args = vec!["run", "--rm", "--network", &net.name, "sbx-sandbox:latest"];
+    let cmd = probe_cmd(body);
+    args.extend(cmd.iter().map(String::as_str));
+    docker_ok(&args)
+}
+
+fn line<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no `{key}=` in:\n{out}"))
+}
+
+#[test]
+fn allowlisted_host_answers_and_others_are_refused_at_once() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    let _g = SessionGuard { env: &env };
+    let mut net = TestNet::new(&[]);
+    net.web_host("allowed.test");
+    let blocked = net.web_host("blocked.test");
+    let blocked_ip = net.ip(&blocked, false);
+    let out = run_in_sandbox(
+        &env,
+        &net,
+        &["allowed.test"],
+        &format!(
+            r#"
+print("allowed=" + http("http://allowed.test/"))
+r, t = tcp("{blocked_ip}", 80)
+print("blocked=%s %.3f" % (r, t))
+print("blocked_name=" + resolve("blocked.test"))
+r, t = tcp("{blocked_ip}", 22)
+print("ssh=%s" % r)
+"#
+        ),
+    );
+    assert_eq!(line(&out, "allowed"), "hello from allowed.test");
+    let (result, secs) = line(&out, "blocked").split_once(' ').unwrap();
+    assert_eq!(result, "ECONNREFUSED", "{out}");
+    assert!(secs.parse::<f64>().unwrap() < 1.0, "refusal took {secs}s");
+    assert_eq!(line(&out, "blocked_name"), "nxdomain");
+    assert_eq!(line(&out, "ssh"), "ECONNREFUSED");
+    // The blocked host is really up: a container outside the sandbox reaches it.
+    let o = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        &net.name,
+        "sbx-sandbox:latest",
+        "curl",
+        "-sf",
+        "-m",
+        "5",
+        &format!("http://{blocked_ip}/"),
+    ]);
+    assert_eq!(stdout(&o).trim(), "hello from blocked.test");
+}
+
+#[test]
+fn ipv6_egress_is_blocked() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    let _g = SessionGuard { env: &env };
+    let mut net = TestNet::new(&["--ipv6", "--subnet", "fd00:5b0:5b0::/64"]);
+    let host = net.web_host("dual.test");
+    let v4 = net.ip(&host, false);
+    let v6 = net.ip(&host, true);
+    assert!(
+        v6.contains(':'),
+        "the test host has no IPv6 address: {v6:?}"
+    );
+    // The IPv6 path works outside the sandbox.
+    let o = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        &net.name,
+        "sbx-sandbox:latest",
+        "curl",
+        "-sf",
+        "-m",
+        "5",
+        &format!("http://[{v6}]/"),
+    ]);
+    assert_eq!(stdout(&o).trim(), "hello from dual.test", "{}", stderr(&o));
+    let out = run_in_sandbox(
+        &env,
+        &net,
+        &[&v4],
+        &format!(
+            r#"
+print("v4=" + http("http://{v4}/"))
+print("v6=%s" % tcp("{v6}", 80, v6=True)[0])
+"#
+        ),
+    );
+    assert_eq!(line(&out, "v4"), "hello from dual.test");
+    assert_ne!(line(&out, "v6"), "open", "{out}");
+}
+
+#[test]
+fn dns_to_any_other_server_is_blocked() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    let _g = SessionGuard { env: &env };
+    let mut net = TestNet::new(&[]);
+    let dns = net.host(
+        &["ns.test"],
+        "sbx-gate:latest",
+        &[
+            "dnsmasq",
+            "-k",
+            "--user=root",
+            "--group=",
+            "--no-resolv",
+            "--address=/secret.test/10.9.9.9",
+            "--log-queries",
+            "--log-facility=-",
+        ],
+    );
+    let ip = net.ip(&dns, false);
+    // The server answers outside the sandbox.
+    let outside = run_outside(
+        &net,
+        &format!("print('udp=' + dns_udp('{ip}', 'probe.test'))"),
+    );
+    assert_eq!(line(&outside, "udp"), "answered");
+    let out = run_in_sandbox(
+        &env,
+        &net,
+        &[],
+        &format!(
+            r#"
+print("udp=" + dns_udp("{ip}", "secret.test"))
+print("tcp=" + dns_tcp("{ip}", "secret.test"))
+print("engine=" + dns_udp("127.0.0.11", "ns.test"))
+print("resolve=" + resolve("secret.test"))
+"#
+        ),
+    );
+    assert_ne!(line(&out, "udp"), "answered", "{out}");
+    assert_ne!(line(&out, "tcp"), "answered", "{out}");
+    assert_ne!(line(&out, "engine"), "answered", "{out}");
+    assert_eq!(line(&out, "resolve"), "nxdomain");
+    let logs = stderr(&docker(&["logs", &dns]));
+    assert!(
+        logs.contains("probe.test"),
+        "the server logs queries:\n{logs}"
+    );
+    assert!(
+        !logs.contains("secret.test"),
+        "the test DNS server was reached:\n{logs}"
+    );
+}
+
+#[test]
+fn the_agent_cannot_change_the_firewall() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    let _g = SessionGuard { env: &env };
+    let mut net = TestNet::new(&[]);
+    let host = net.web_host("blocked.test");
+    let ip = net.ip(&host, false);
+    let repo = env.repo("app");
+    let script = format!(
+        "iptables -F; echo iptables=$?; iptables -P OUTPUT ACCEPT; echo policy=$?; ip6tables -F; echo ip6tables=$?; \
+         ipset flush; echo ipset=$?; ip link set eth0 down; echo link=$?; \
+         curl -s -m 3 -o /dev/null http://{ip}/; echo curl=$?"
+    );
+    let o = env.run(
+        &repo,
+        &["run", "--network", &net.name, "--", "sh", "-c", &script],
+    );
+    assert_ok(&o);
+    let out = stdout(&o);
+    for k in ["iptables", "policy", "ip6tables", "ipset", "link"] {
+        assert_ne!(
+            line(&out, k),
+            "0",
+            "`{k}` succeeded inside the sandbox:\n{out}"
+        );
+    }
+    // 7: curl's "failed to connect".
+    assert_eq!(line(&out, "curl"), "7", "{out}");
+}

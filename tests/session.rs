@@ -1,0 +1,418 @@
+//! Container sessions against a real Docker engine: exit codes and streams, the checkouts'
+//! fate, the agent container's hardening, and cleanup on signals and after `kill -9`.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+fn only_session(env: &Env) -> String {
+    let ids = session_ids(env);
+    assert_eq!(ids.len(), 1, "sessions: {ids:?}");
+    ids[0].clone()
+}
+
+#[test]
+fn exit_code_and_output_come_back_and_stdin_works_without_a_tty() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    let _g = SessionGuard { env: &env };
+    let repo = env.repo("app");
+    let o = env.run(
+        &repo,
+        &["run", "--", "sh", "-c", "echo out; echo err >&2; exit 7"],
+    );
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "out\n");
+    assert!(stderr(&o).contains("err\n"), "{}", stderr(&o));
+
+    let mut child = env
+        .sbx()
+        .current_dir(&repo)
+        .args(["run", "--", "sh", "-c", "tr a-z A-Z; echo done"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello sandbox\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_ok(&o);
+    assert_eq!(stdout(&o), "HELLO SANDBOX\ndone\n");
+}
+
+#[test]
+fn agent_container_is_hardened_and_labelled() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    let _g = SessionGuard { env: &env };
+    let repo = env.repo("app");
+    let mut child = env
+        .sbx()
+        .current_dir(&repo)
+        .args(["run", "--", "sleep", "30"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut agent = String::new();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let ids = session_ids(&env);
+            agent = ids
+                .first()
+                .and_then(|id| {
+                    docker_ok(&[
+                        "ps",
+                        "--filter",
+                        &format!("label=dev.sbx.session={id}"),
+                        "--filter",
+                        "label=dev.sbx.role=agent",
+                        "--format",
+                        "{{.Names}}",
+                    ])
+                    .lines()
+                    .next()
+                    .map(str::to_owned)
+                })
+                .unwrap_or_default();
+            !agent.is_empty()
+        }),
+        "the agent container never appeared"
+    );
+    let inspect = |f: &str| docker_ok(&["inspect", "-f", f, &agent]);
+    let cap_add = inspect("{{json .HostConfig.CapAdd}}");
+    assert!(cap_add == "null" || cap_add == "[]", "CapAdd: {cap_add}");
+    assert_eq!(inspect("{{json .HostConfig.CapDrop}}"), r#"["ALL"]"#);
+    assert!(inspect("{{json .HostConfig.SecurityOpt}}").contains("no-new-privileges"));
+    let user = inspect("{{.Config.User}}");
+    assert!(
+        !user.is_empty() && !user.starts_with("0") && !user.starts_with("root"),
+        "user {user}"
+    );
+    assert!(inspect("{{.HostConfig.Init}}") == "true");
+    assert!(inspect("{{.HostConfig.Memory}}").parse::<u64>().unwrap() > 0);
+    assert!(inspect("{{.HostConfig.NanoCpus}}").parse::<u64>().unwrap() > 0);
+    assert!(inspect("{{.HostConfig.PidsLimit}}").parse::<u64>().unwrap() > 0);
+    assert!(inspect("{{.HostConfig.NetworkMode}}").starts_with("container:"));
+    // From inside: the agent's own view of its capabilities is empty.
+    let caps = docker_ok(&["exec", &agent, "sh", "-c", "grep CapEff /proc/self/status"]);
+    assert!(caps.ends_with("0000000000000000"), "{caps}");
+    let _ = send_signal(child.id(), 15);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(128 + 15), "{}", stderr(&o));
+}
+
+fn send_signal(pid: u32, sig: i32) -> std::io::Result<()> {
+    let r = std::process::Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()?;
+    assert!(r.success());
+    Ok(())
+}
+
+#[test]
+fn dirty_checkout_is_kept_and_clean_one_pruned_and_host_tree_untouched() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    let _g = SessionGuard { env: &env };
+    let a = env.repo("alpha");
+    let b = env.repo("beta");
+    let o = env.run(
+        &a,
+        &[
+            "run",
+            "--repo",
+            a.to_str().unwrap(),
+            "--repo",
+            b.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "ls /workspace && echo wip > /workspace/alpha/wip.txt && rm -rf /workspace/beta/* && git -C /workspace/beta checkout -q -- . && rm -rf /workspace/alpha/README.md",
+        ],
+    );
+    assert_ok(&o);
+    assert_eq!(stdout(&o), "alpha\nbeta\n");
+    let id = only_session(&env);
+    let kept = env.sessions().join(&id).join("repos/alpha");
+    assert!(kept.join("wip.txt").exists(), "dirty checkout kept");
+    assert!(
+        stderr(&o).contains(&kept.display().to_string()),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        !env.sessions().join(&id).join("repos/beta").exists(),
+        "clean checkout pruned"
+    );
+    // The host's working trees saw none of it.
+    assert!(a.join("README.md").exists() && !a.join("wip.txt").exists());
+    assert!(b.join("README.md").exists());
+    assert_eq!(git(&a, &["status", "--porcelain"]), "");
+    assert!(session_containers(&id).is_empty() && session_networks(&id).is_empty());
+}
+
+#[test]
+fn same_named_repos_get_distinct_folders() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    let _g = SessionGuard { env: &env };
+    let a = env.repo("x/app");
+    let b = env.repo("y/app");
+    let o = env.run(
+        &a,
+        &[
+            "run",
+            "--repo",
+            a.to_str().unwrap(),
+            "--repo",
+            b.to_str().unwrap(),
+            "--",
+            "ls",
+            "/workspace",
+        ],
+    );
+    assert_ok(&o);
+    assert_eq!(stdout(&o), "app\napp-2\n");
+}
+
+fn start_sleeping_session(env: &Env, repo: &std::path::Path) -> (std::process::Child, String) {
+    let child = env
+        .sbx()
+        .current_dir(repo)
+        .args(["run", "--", "sleep", "60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut id = String::new();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            id = session_ids(env).into_iter().next().unwrap_or_default();
+            !id.is_empty()
+                && session_containers(&id).len() == 2
+                && docker(&["exec", &format!("sbx-{id}-agent"), "pgrep", "-x", "sleep"])
+                    .status
+                    .success()
+        }),
+        "the session never started its command"
+    );
+    (child, id)
+}
+
+fn assert_all_gone(env: &Env, id: &str) {
+    assert!(
+        session_containers(id).is_empty(),
+        "containers left: {:?}",
+        session_containers(id)
+    );
+    assert!(
+        session_networks(id).is_empty(),
+        "networks left: {:?}",
+        session_networks(id)
+    );
+    assert!(
+        !env.sessions().join(id).join("repos/app").exists(),
+        "the clean checkout was not pruned"
+    );
+}
+
+#[test]
+fn sigterm_and_sigint_mid_session_clean_up() {
+    require_docker!();
+    ensure_images();
+    for (sig, code) in [(15, 143), (2, 130)] {
+        let env = Env::new();
+        let _g = SessionGuard { env: &env };
+        let repo = env.repo("app");
+        let (child, id) = start_sleeping_session(&env, &repo);
+        send_signal(child.id(), sig).unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(code), "signal {sig}: {}", stderr(&o));
+        assert_all_gone(&env, &id);
+    }
+}
+
+#[test]
+fn gc_after_kill_9_leaves_nothing_behind_but_dirty_work() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    let _g = SessionGuard { env: &env };
+    let repo = env.repo("app");
+    let (mut child, id) = start_sleeping_session(&env, &repo);
+    send_signal(child.id(), 9).unwrap();
+    let _ = child.wait();
+    assert!(
+        !session_containers(&id).is_empty(),
+        "kill -9 cannot clean up"
+    );
+    let ls = env.run(&repo, &["ls", "--json"]);
+    assert_ok(&ls);
+    assert!(stdout(&ls).contains("\"dead\""), "{}", stdout(&ls));
+    let o = env.run(&repo, &["gc"]);
+    assert_ok(&o);
+    assert_all_gone(&env, &id);
+    // A second gc has nothing to do.
+    let o = env.run(&repo, &["gc"]);
+    assert_ok(&o);
+    assert!(
+        stderr(&o).contains("removed 0 containers"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn gc_never_deletes_a_dirty_checkout() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    let _g = SessionGuard { env: &env };
+    let repo = env.repo("app");
+    let (mut child, id) = start_sleeping_session(&env, &repo);
+    let checkout = env.sessions().join(&id).join("repos/app");
+    docker_ok(&[
+        "exec",
+        &format!("sbx-{id}-agent"),
+        "sh",
+        "-c",
+        "echo wip > /workspace/app/wip.txt",
+    ]);
+    send_signal(child.id(), 9).unwrap();
+    let _ = child.wait();
+    let o = env.run(&repo, &["gc"]);
+    assert_ok(&o);
+    assert!(checkout.join("wip.txt").exists());
+    assert!(stderr(&o).contains("uncommitted"), "{}", stderr(&o));
+    assert!(session_containers(&id).is_empty());
+}
+
+#[test]
+fn keep_keeps_every_checkout() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    let _g = SessionGuard { env: &env };
+    let repo = env.repo("app");
+    let o = env.run(&repo, &["run", "--keep", "--", "true"]);
+    assert_ok(&o);
+    let id = only_session(&env);
+    assert!(
+        env.sessions()
+            .join(&id)
+            .join("repos/app/README.md")
+            .exists()
+    );
+}
+
+#[test]
+fn a_tty_is_used_when_stdin_is_a_terminal() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    let _g = SessionGuard { env: &env };
+    let repo = env.repo("app");
+    // `script` gives sbx a pseudo-terminal for stdin and stdout.
+    let cmd = format!(
+        "{} run -- sh -c 'tty; echo term=$TERM; exit 4'",
+        sbx_bin().display()
+    );
+    let c = env.sbx();
+    let o = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_clear()
+        .envs(
+            c.get_envs()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
+        )
+        .env("TERM", "xterm-256color")
+        .current_dir(&repo)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert!(
+        out.contains("/dev/pts/"),
+        "no TTY inside:\n{out}\n{}",
+        stderr(&o)
+    );
+    assert!(out.contains("term=xterm-256color"), "{out}");
+    assert_eq!(o.status.code(), Some(4), "{out}");
+}
+
+#[test]
+fn sessions_cannot_reach_each_other() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    let _g = SessionGuard { env: &env };
+    let repo = env.repo("app");
+    let mut a = env
+        .sbx()
+        .current_dir(&repo)
+        .args(["run", "--", "python3", "-m", "http.server", "8080"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut id = String::new();
+    assert!(wait_until(Duration::from_secs(60), || {
+        id = session_ids(&env).into_iter().next().unwrap_or_default();
+        !id.is_empty()
+            && docker(&[
+                "exec",
+                &format!("sbx-{id}-agent"),
+                "pgrep",
+                "-f",
+                "http.server",
+            ])
+            .status
+            .success()
+    }));
+    let ip = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &format!("sbx-{id}-gate"),
+    ]);
+    // Even with A's address allowlisted, B cannot connect.
+    let env_b = Env::new();
+    let _gb = SessionGuard { env: &env_b };
+    let repo_b = env_b.repo("other");
+    let probe = format!(
+        "import socket\ns=socket.socket();s.settimeout(3)\ntry:\n s.connect(('{ip}',8080));print('open')\nexcept OSError as e:\n print('closed',e)"
+    );
+    let o = env_b.run(
+        &repo_b,
+        &[
+            "run",
+            "--allow",
+            &format!("{ip}:8080"),
+            "--",
+            "python3",
+            "-c",
+            &probe,
+        ],
+    );
+    assert_ok(&o);
+    assert!(stdout(&o).starts_with("closed"), "{}", stdout(&o));
+    send_signal(a.id(), 15).unwrap();
+    let _ = a.wait();
+}
