@@ -57,7 +57,7 @@ fn agent_container_is_hardened_and_labelled() {
     let env = Env::new();
     let _g = SessionGuard { env: &env };
     let repo = env.repo("app");
-    let mut child = env
+    let child = env
         .sbx()
         .current_dir(&repo)
         .args(["run", "--", "sleep", "30"])
