@@ -53,6 +53,34 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Store tokens in the OS keychain; sessions get them as environment variables.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Store a token: typed at a hidden prompt, or one line piped on stdin (never an argument).
+    /// Well-known names: `github` (GH_TOKEN), `claude` (CLAUDE_CODE_OAUTH_TOKEN, from
+    /// `claude setup-token`), `anthropic` (ANTHROPIC_API_KEY).
+    Set {
+        name: String,
+        /// The environment variable it becomes (required for names that are not well known).
+        #[arg(long, value_name = "VAR")]
+        env: Option<String>,
+    },
+    /// Print a token to stdout (for scripts).
+    Get { name: String },
+    /// Remove a token.
+    Rm { name: String },
+    /// List stored tokens: names, variables and store. Never values.
+    List {
+        /// Machine-readable output on stdout.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +153,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Config {
             command: ConfigCommand::Show { json },
         } => commands::config::show(&ctx, json, cli.docker_host),
+        Command::Token { command } => commands::token::run(&ctx, command),
     };
     match result {
         Ok(code) => code,

@@ -10,6 +10,7 @@ pub mod container;
 pub mod engine;
 pub mod firewall;
 pub mod image;
+pub mod keychain;
 pub mod paths;
 pub mod process;
 pub mod progress;

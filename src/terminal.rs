@@ -29,6 +29,36 @@ pub fn term() -> String {
         .unwrap_or_else(|| "xterm-256color".into())
 }
 
+/// Turns off echo on the terminal (for a hidden prompt) until dropped.
+pub struct EchoOff {
+    saved: Option<rustix::termios::Termios>,
+}
+
+impl EchoOff {
+    pub fn enter() -> EchoOff {
+        use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+        let saved = tcgetattr(std::io::stdin()).ok();
+        if let Some(s) = &saved {
+            let mut quiet = s.clone();
+            quiet.local_modes.remove(LocalModes::ECHO);
+            let _ = tcsetattr(std::io::stdin(), OptionalActions::Now, &quiet);
+        }
+        EchoOff { saved }
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        if let Some(s) = &self.saved {
+            let _ = rustix::termios::tcsetattr(
+                std::io::stdin(),
+                rustix::termios::OptionalActions::Now,
+                s,
+            );
+        }
+    }
+}
+
 /// Puts stdin in raw mode until dropped, so keys (Ctrl-C included) go to the sandboxed program.
 pub struct RawMode {
     saved: rustix::termios::Termios,

@@ -7,6 +7,7 @@ pub mod gc;
 pub mod ls;
 pub mod run;
 pub mod setup;
+pub mod token;
 
 use std::path::{Path, PathBuf};
 
@@ -60,6 +61,9 @@ pub fn hint_for(e: &(dyn std::error::Error + 'static)) -> Option<String> {
             "write a host name (`example.com`), a wildcard (`*.example.com`), an IP or a CIDR, optionally with `:PORT`"
                 .into(),
         );
+    }
+    if let Some(k) = e.downcast_ref::<crate::keychain::KeychainError>() {
+        return k.hint();
     }
     if let Some(i) = e.downcast_ref::<ImageError>() {
         return Some(match i {

@@ -1,7 +1,8 @@
 //! `sbx run`: resolve the repositories and settings, then hand the session to the library.
 
 use crate::cli::RunArgs;
-use crate::config::Layer;
+use crate::config::{ClaudeConfig, Layer, Settings};
+use crate::keychain::{KeychainError, Secret, Tokens};
 use crate::session::{self, Context, RunRequest};
 use crate::worktree;
 
@@ -31,12 +32,13 @@ pub async fn run(ctx: &Context, args: RunArgs, docker_host: Option<String>) -> a
         args.command.clone()
     };
     let endpoint = super::endpoint(ctx, &settings, docker_host);
+    let secrets = session_tokens(ctx, &settings)?;
     let req = RunRequest {
         settings,
         repos,
         command,
         keep: args.keep,
-        secrets: Vec::new(),
+        secrets,
         endpoint,
     };
     let out = session::run(ctx, req).await?;
@@ -44,4 +46,49 @@ pub async fn run(ctx: &Context, args: RunArgs, docker_host: Option<String>) -> a
         eprint!("{}", out.timings.render());
     }
     Ok(out.exit_code)
+}
+
+/// The tokens this session forwards, as `(VARIABLE, value)`: every stored token the
+/// `tokens.forward` setting includes, and a host `GH_TOKEN` when no `github` token is stored.
+fn session_tokens(ctx: &Context, settings: &Settings) -> anyhow::Result<Vec<(String, Secret)>> {
+    let mut out = Vec::new();
+    let tokens = Tokens::open(settings.token_store, &ctx.dirs.config);
+    let index = match &tokens {
+        Ok(t) => t.index()?,
+        Err(_) => Default::default(),
+    };
+    let wanted: Vec<_> = index
+        .iter()
+        .filter(|(name, _)| settings.tokens.forward.includes(name))
+        .collect();
+    if !wanted.is_empty() {
+        let tokens = tokens?;
+        for (name, entry) in wanted {
+            match tokens.get(name) {
+                Ok(secret) => out.push((entry.env.clone(), secret)),
+                Err(KeychainError::Missing { .. }) => ctx.ui.warn(format!(
+                    "token `{name}` is listed but missing from the {}; store it again with `sbx token set {name}`",
+                    tokens.store_name
+                )),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    if !index.contains_key("github") && settings.tokens.forward.includes("github") {
+        if let Some(v) = std::env::var("GH_TOKEN").ok().filter(|v| !v.is_empty()) {
+            ctx.ui.info(
+                "forwarding `GH_TOKEN` from your environment; keep it in the keychain instead with `sbx token set github`",
+            );
+            out.push(("GH_TOKEN".into(), Secret::new(v)));
+        }
+    }
+    if cfg!(target_os = "macos")
+        && settings.claude.config == ClaudeConfig::Mount
+        && !index.contains_key("claude")
+    {
+        ctx.ui.info(
+            "Claude keeps its login in the macOS Keychain, which the sandbox cannot read: run `claude setup-token`, then `sbx token set claude`",
+        );
+    }
+    Ok(out)
 }

@@ -1,0 +1,332 @@
+//! Tokens: a real round trip through the kernel keyring (keyutils) and the file store, and a
+//! session that gets a stored token in its command's environment and nowhere else.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// Each test's entries live under their own keyring service, so parallel tests never collide.
+fn namespaced(env: &Env, cmd: &mut Command) {
+    let ns = env
+        .home()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "");
+    cmd.env("SBX_KEYRING_NAMESPACE", ns);
+}
+
+fn sbx(
+    env: &Env,
+    args: &[&str],
+    stdin: Option<&str>,
+    extra: &[(&str, &str)],
+) -> std::process::Output {
+    let mut c = env.sbx();
+    namespaced(env, &mut c);
+    for (k, v) in extra {
+        c.env(k, v);
+    }
+    c.current_dir(env.home())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn round_trip(extra: &[(&str, &str)], store: &str) {
+    let env = Env::new();
+    let value = format!("ghp_{}", std::process::id());
+    let o = sbx(
+        &env,
+        &["token", "set", "github"],
+        Some(&format!("{value}\n")),
+        extra,
+    );
+    assert_ok(&o);
+    let o = sbx(
+        &env,
+        &["token", "set", "deploy", "--env", "DEPLOY_KEY"],
+        Some("d3pl0y\n"),
+        extra,
+    );
+    assert_ok(&o);
+
+    let list = sbx(&env, &["token", "list"], None, extra);
+    assert_ok(&list);
+    let text = stdout(&list);
+    assert!(
+        text.contains("github") && text.contains("GH_TOKEN") && text.contains(store),
+        "{text}"
+    );
+    assert!(
+        text.contains("deploy") && text.contains("DEPLOY_KEY"),
+        "{text}"
+    );
+    let json = sbx(&env, &["token", "list", "--json"], None, extra);
+    assert_ok(&json);
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    for o in [&list, &json] {
+        let all = format!("{}{}", stdout(o), stderr(o));
+        assert!(
+            !all.contains(&value) && !all.contains("d3pl0y"),
+            "a value leaked: {all}"
+        );
+    }
+
+    let get = sbx(&env, &["token", "get", "github"], None, extra);
+    assert_ok(&get);
+    assert_eq!(stdout(&get), format!("{value}\n"));
+    assert_ok(&sbx(&env, &["token", "rm", "github"], None, extra));
+    let gone = sbx(&env, &["token", "get", "github"], None, extra);
+    assert_eq!(gone.status.code(), Some(125));
+    assert!(stderr(&gone).contains("no token `github`") && stderr(&gone).contains("hint:"));
+    assert_ok(&sbx(&env, &["token", "rm", "deploy"], None, extra));
+}
+
+#[test]
+fn kernel_keyring_round_trip() {
+    // The harness clears the environment, so no D-Bus session: the kernel keyring is used,
+    // joined afresh by sbx (this test process has no session keyring of its own in CI).
+    round_trip(&[], "kernel keyring");
+}
+
+#[test]
+fn file_store_round_trip() {
+    round_trip(&[("SBX_TOKEN_STORE", "file")], "token file");
+}
+
+#[test]
+fn bad_input_is_refused_with_a_hint() {
+    let env = Env::new();
+    for (args, input, needle) in [
+        (vec!["token", "set", "github"], "\n", "empty"),
+        (vec!["token", "set", "github"], "", "empty"),
+        (vec!["token", "set", "github"], "abc\ndef\n", "line break"),
+        (
+            vec!["token", "set", "gihub"],
+            "x\n",
+            "did you mean `github`",
+        ),
+        (
+            vec!["token", "set", "bad name"],
+            "x\n",
+            "not a valid token name",
+        ),
+        (
+            vec!["token", "set", "x", "--env", "lower"],
+            "x\n",
+            "not a valid environment variable",
+        ),
+        (vec!["token", "get", "github"], "", "no token `github`"),
+    ] {
+        let o = sbx(&env, &args, Some(input), &[]);
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("hint:"), "{args:?}: {}", stderr(&o));
+    }
+}
+
+/// Every regular file under `dir`, read as bytes.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                todo.push(p);
+            } else if m.is_file() {
+                out.push((p.clone(), std::fs::read(&p).unwrap_or_default()));
+            }
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn a_stored_token_reaches_the_command_and_nothing_else() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    let _g = SessionGuard { env: &env };
+    let repo = env.repo("app");
+    let value = format!(
+        "ghp_sbxtest{}x{}",
+        std::process::id(),
+        env.home().to_string_lossy().len()
+    );
+    assert_ok(&sbx(
+        &env,
+        &["token", "set", "github"],
+        Some(&format!("{value}\n")),
+        &[],
+    ));
+
+    let mut c = env.sbx();
+    namespaced(&env, &mut c);
+    let script = "printenv GH_TOKEN > /dev/null && echo has-token; sleep 60";
+    let mut child = c
+        .current_dir(&repo)
+        .args(["run", "--", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut id = String::new();
+    assert!(wait_until(Duration::from_secs(60), || {
+        id = session_ids(&env).into_iter().next().unwrap_or_default();
+        !id.is_empty()
+            && docker(&[
+                "exec",
+                &format!("sbx-{id}-agent"),
+                "pgrep",
+                "-f",
+                "^sleep 60$",
+            ])
+            .status
+            .success()
+    }));
+    let agent = format!("sbx-{id}-agent");
+    // The command sees it...
+    let seen = docker_ok(&[
+        "exec",
+        &agent,
+        "sh",
+        "-c",
+        "cat /proc/$(pgrep -f '^sleep 60$')/environ | tr '\\0' '\\n' | grep ^GH_TOKEN=",
+    ]);
+    assert_eq!(seen, format!("GH_TOKEN={value}"));
+    // ...but no argv inside shows it,
+    let ps = docker_ok(&["exec", &agent, "ps", "-eo", "args"]);
+    assert!(!ps.contains(&value), "{ps}");
+    // no container's configuration holds it,
+    for c in session_containers(&id) {
+        let inspect = docker_ok(&["inspect", &c]);
+        assert!(
+            !inspect.contains(&value),
+            "`docker inspect {c}` shows the token"
+        );
+        // nor its writable layer (overlay2's upper folder on the host).
+        let upper = docker_ok(&["inspect", "-f", "{{.GraphDriver.Data.UpperDir}}", &c]);
+        let upper = std::path::Path::new(&upper);
+        if upper.is_dir() {
+            for (p, bytes) in files_under(upper) {
+                assert!(
+                    !contains(&bytes, &value),
+                    "{c}: {} holds the token",
+                    p.display()
+                );
+            }
+        } else {
+            eprintln!("note: cannot read the writable layer of {c} (not overlay2, or not root)");
+        }
+    }
+    // and no file of the session folder does.
+    for (p, bytes) in files_under(&env.sessions().join(&id)) {
+        assert!(!contains(&bytes, &value), "{} holds the token", p.display());
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(143), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("has-token\n"), "{}", stdout(&o));
+    assert!(!stderr(&o).contains(&value));
+    for (p, bytes) in files_under(&env.sessions().join(&id)) {
+        assert!(!contains(&bytes, &value), "{} holds the token", p.display());
+    }
+    assert_ok(&sbx(&env, &["token", "rm", "github"], None, &[]));
+}
+
+#[test]
+fn host_gh_token_is_forwarded_when_none_is_stored() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    let _g = SessionGuard { env: &env };
+    let repo = env.repo("app");
+    let mut c = env.sbx();
+    namespaced(&env, &mut c);
+    let o = c
+        .current_dir(&repo)
+        .env("GH_TOKEN", "from-the-host")
+        .args(["run", "--", "printenv", "GH_TOKEN"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    assert_eq!(stdout(&o), "from-the-host\n");
+    assert!(
+        stderr(&o).contains("sbx token set github"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn git_inside_uses_gh_for_github_https_and_the_host_identity() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    let _g = SessionGuard { env: &env };
+    let repo = env.repo("app");
+    git(&repo, &["config", "user.name", "Ada Lovelace"]);
+    git(&repo, &["config", "user.email", "ada@example.com"]);
+    git(&repo, &["config", "commit.gpgsign", "true"]);
+    git(
+        &repo,
+        &["remote", "add", "origin", "git@github.com:example/app.git"],
+    );
+    assert_ok(&sbx(
+        &env,
+        &["token", "set", "github"],
+        Some("ghp_credtest\n"),
+        &[],
+    ));
+    let script = r#"
+printf 'protocol=https\nhost=github.com\n\n' | git credential fill | grep '^password='
+git remote get-url --push origin
+git config user.name; git config user.email
+echo x > x && git add x && git commit -qm inside && git log -1 --format='%an <%ae> %G?'
+"#;
+    let mut c = env.sbx();
+    namespaced(&env, &mut c);
+    let o = c
+        .current_dir(&repo)
+        .args(["run", "--", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "password=ghp_credtest", "{out}");
+    assert_eq!(lines[1], "https://github.com/example/app.git", "{out}");
+    assert_eq!(lines[2..4], ["Ada Lovelace", "ada@example.com"], "{out}");
+    assert_eq!(lines[4], "Ada Lovelace <ada@example.com> N", "{out}");
+    assert!(
+        stderr(&o).contains("commit signing is off"),
+        "{}",
+        stderr(&o)
+    );
+    assert_ok(&sbx(&env, &["token", "rm", "github"], None, &[]));
+}
