@@ -468,13 +468,14 @@ fn platform_store() -> Result<(Arc<CredentialStore>, String), KeychainError> {
 #[cfg(target_os = "linux")]
 fn platform_store() -> Result<(Arc<CredentialStore>, String), KeychainError> {
     // The Secret Service when a D-Bus session offers one (it persists across reboots).
-    if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some()
-        && std::env::var_os("SBX_NO_SECRET_SERVICE").is_none()
+    let dbus = std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some()
+        && std::env::var_os("SBX_NO_SECRET_SERVICE").is_none();
+    if let Some(store) = dbus
+        .then(zbus_secret_service_keyring_store::Store::new)
+        .and_then(Result::ok)
     {
-        if let Ok(store) = zbus_secret_service_keyring_store::Store::new() {
-            let store: Arc<CredentialStore> = store;
-            return Ok((store, "Secret Service".into()));
-        }
+        let store: Arc<CredentialStore> = store;
+        return Ok((store, "Secret Service".into()));
     }
     keyutils::ensure_session_keyring().map_err(|e| KeychainError::Unavailable {
         store: "kernel keyring".into(),

@@ -74,13 +74,14 @@ fn session_tokens(ctx: &Context, settings: &Settings) -> anyhow::Result<Vec<(Str
             }
         }
     }
-    if !index.contains_key("github") && settings.tokens.forward.includes("github") {
-        if let Some(v) = std::env::var("GH_TOKEN").ok().filter(|v| !v.is_empty()) {
-            ctx.ui.info(
-                "forwarding `GH_TOKEN` from your environment; keep it in the keychain instead with `sbx token set github`",
-            );
-            out.push(("GH_TOKEN".into(), Secret::new(v)));
-        }
+    let host_gh_token = std::env::var("GH_TOKEN").ok().filter(|v| !v.is_empty());
+    if let Some(v) = host_gh_token
+        .filter(|_| !index.contains_key("github") && settings.tokens.forward.includes("github"))
+    {
+        ctx.ui.info(
+            "forwarding `GH_TOKEN` from your environment; keep it in the keychain instead with `sbx token set github`",
+        );
+        out.push(("GH_TOKEN".into(), Secret::new(v)));
     }
     if cfg!(target_os = "macos")
         && settings.claude.config == ClaudeConfig::Mount
