@@ -183,7 +183,7 @@ fn a_stored_token_reaches_the_command_and_nothing_else() {
     let mut c = env.sbx();
     namespaced(&env, &mut c);
     let script = "printenv GH_TOKEN > /dev/null && echo has-token; sleep 60";
-    let mut child = c
+    let child = c
         .current_dir(&repo)
         .args(["run", "--", "sh", "-c", script])
         .stdin(Stdio::null())
