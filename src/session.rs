@@ -348,6 +348,13 @@ async fn start_and_exec(
         )?;
         Ok::<_, anyhow::Error>((engine, began, connected, capacity, images, net))
     };
+    if settings.git.mode == crate::config::GitMode::Worktree && rustix::process::getuid().is_root()
+    {
+        return Err(crate::commands::hinted(
+            "`git.mode: worktree` cannot work when sbx runs as root: the agent never runs as root, so it could not write your `.git`",
+            "use `git.mode: isolated` (the default), or run sbx as your own user",
+        ));
+    }
     let checkout_side = async {
         let began = Instant::now();
         let names = worktree::mount_names(&req.repos);

@@ -57,7 +57,50 @@ impl Env {
             .prefix("sbx-test-")
             .tempdir()
             .unwrap();
+        // The identity a developer has; sbx hands it to git inside the sandbox.
+        std::fs::write(
+            dir.path().join(".gitconfig"),
+            "[user]\n\tname = Test Author\n\temail = author@example.com\n[safe]\n\tdirectory = *\n",
+        )
+        .unwrap();
         Env { dir }
+    }
+
+    /// `sbx args...` run as a non-root user (uid/gid 1000, the agent uid sbx uses when run as
+    /// root, so the same image serves both), with this HOME handed to that user. `None` when
+    /// this process cannot switch users (not root).
+    pub fn run_as_user(&self, cwd: &Path, args: &[&str]) -> Option<Output> {
+        if !Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout == b"0\n")
+        {
+            return None;
+        }
+        let gid = std::fs::metadata("/var/run/docker.sock")
+            .map(|m| std::os::unix::fs::MetadataExt::gid(&m))
+            .unwrap_or(0);
+        let status = Command::new("chown")
+            .args(["-R", "1000:1000"])
+            .arg(self.home())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let inner = self.sbx();
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=1000", "--regid=1000"])
+            .arg(format!("--groups={gid}"))
+            .arg(sbx_bin())
+            .args(args)
+            .env_clear()
+            .envs(
+                inner
+                    .get_envs()
+                    .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
+            )
+            .current_dir(cwd)
+            .stdin(Stdio::null());
+        Some(c.output().unwrap())
     }
 
     pub fn home(&self) -> &Path {
@@ -117,7 +160,7 @@ impl Env {
 
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
-        .arg("-C")
+        .args(["-c", "safe.directory=*", "-C"])
         .arg(dir)
         .args(args)
         .env("GIT_AUTHOR_NAME", "Test Author")
