@@ -12,15 +12,19 @@ use crate::terminal;
 
 pub struct ExecResult {
     pub code: i64,
+    /// The command's stdout, when captured instead of passed through.
+    pub captured: Vec<u8>,
     /// When the first byte of output arrived (what a user feels as start-up time).
     pub first_output: Option<Instant>,
 }
 
-/// Runs `spec` in `container` attached to this process's stdio and waits for it to end.
+/// Runs `spec` in `container` attached to this process's stdio (stdout captured instead when
+/// `capture` is set) and waits for it to end.
 pub async fn run(
     engine: &Engine,
     container: &str,
     spec: ExecSpec,
+    capture: bool,
 ) -> Result<ExecResult, EngineError> {
     let tty = spec.tty;
     let attach_stdin = spec.stdin;
@@ -85,6 +89,7 @@ pub async fn run(
     });
 
     let mut first_output = None;
+    let mut captured = Vec::new();
     while let Some(item) = output.next().await {
         let Ok(item) = item else { break };
         first_output.get_or_insert_with(Instant::now);
@@ -95,7 +100,9 @@ pub async fn run(
             LogOutput::StdIn { .. } => continue,
         };
         // A closed stdout (`sbx run ... | head`) is not an error of the session.
-        if to_stderr {
+        if capture && !to_stderr {
+            captured.extend_from_slice(&bytes);
+        } else if to_stderr {
             let mut e = std::io::stderr().lock();
             let _ = e.write_all(&bytes).and_then(|_| e.flush());
         } else {
@@ -120,5 +127,9 @@ pub async fn run(
             None => break 255,
         }
     };
-    Ok(ExecResult { code, first_output })
+    Ok(ExecResult {
+        code,
+        captured,
+        first_output,
+    })
 }

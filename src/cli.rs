@@ -53,6 +53,23 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Show a session's egress record: DNS questions and refused connections.
+    Log {
+        /// The session id (or a unique prefix).
+        session: String,
+        /// Machine-readable output on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Allow more destinations in a running session, without restarting it.
+    Allow {
+        /// Host name, `*.domain`, IP or CIDR, with optional `:PORT`.
+        #[arg(required = true, value_name = "ENTRY")]
+        entries: Vec<String>,
+        /// The running session (id or unique prefix).
+        #[arg(long, value_name = "ID")]
+        session: String,
+    },
     /// Store tokens in the OS keychain; sessions get them as environment variables.
     Token {
         #[command(subcommand)]
@@ -121,7 +138,12 @@ pub struct LsArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct DoctorArgs {}
+pub struct DoctorArgs {
+    /// Run the thorough egress leak check in a throwaway session (one row per channel; exit
+    /// code 1 on any leak).
+    #[arg(long)]
+    pub leaks: bool,
+}
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
@@ -154,6 +176,8 @@ pub async fn run(cli: Cli) -> i32 {
             command: ConfigCommand::Show { json },
         } => commands::config::show(&ctx, json, cli.docker_host),
         Command::Token { command } => commands::token::run(&ctx, command),
+        Command::Log { session, json } => commands::log::run(&ctx, &session, json),
+        Command::Allow { entries, session } => commands::allow::run(&ctx, &entries, &session).await,
     };
     match result {
         Ok(code) => code,

@@ -35,6 +35,8 @@ pub struct ContainerSpec {
     /// A network name, or `container:<name>` to join another container's namespace.
     pub network_mode: String,
     pub hostname: Option<String>,
+    /// Extra names on `network_mode`'s network.
+    pub aliases: Vec<String>,
     pub dns: Vec<String>,
     pub sysctls: BTreeMap<String, String>,
     pub memory: Option<i64>,
@@ -128,6 +130,7 @@ pub fn gate(i: &Inputs) -> ContainerSpec {
         security_opt: vec!["no-new-privileges:true".into()],
         network_mode: i.network.clone(),
         hostname: Some(format!("sbx-{}", i.session_id)),
+        aliases: Vec::new(),
         dns: i.dns.iter().map(ToString::to_string).collect(),
         // The DNS filter binds port 53 without CAP_NET_BIND_SERVICE.
         sysctls: BTreeMap::from([(
@@ -168,6 +171,7 @@ pub fn agent(i: &Inputs) -> ContainerSpec {
         security_opt: vec!["no-new-privileges:true".into()],
         network_mode: format!("container:{}", gate_name(&i.session_id)),
         hostname: None,
+        aliases: Vec::new(),
         dns: Vec::new(),
         sysctls: BTreeMap::new(),
         memory: Some(i.memory as i64),

@@ -164,6 +164,18 @@ pub struct ExecSpec {
     pub size: Option<(u16, u16)>,
 }
 
+/// A network to create.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkSpec {
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Turns off traffic between the network's containers.
+    pub isolate_containers: bool,
+    /// No route beyond the host (Docker's `--internal`).
+    pub internal: bool,
+    pub ipv6_subnet: Option<String>,
+}
+
 /// A container or network sbx made, found by its session label.
 #[derive(Debug, Clone)]
 pub struct Labelled {
@@ -300,21 +312,47 @@ impl Engine {
         }
     }
 
+    /// A session's own network: containers on it cannot talk to each other; with one network
+    /// per session, sessions cannot reach each other either.
     pub async fn create_network(
         &self,
         name: &str,
         labels: &std::collections::BTreeMap<String, String>,
     ) -> Result<(), EngineError> {
-        let req = NetworkCreateRequest {
+        self.create_network_with(&NetworkSpec {
             name: name.to_owned(),
+            labels: labels.clone(),
+            isolate_containers: true,
+            internal: false,
+            ipv6_subnet: None,
+        })
+        .await
+    }
+
+    pub async fn create_network_with(&self, spec: &NetworkSpec) -> Result<(), EngineError> {
+        let name = &spec.name;
+        let req = NetworkCreateRequest {
+            name: name.clone(),
             driver: Some("bridge".into()),
-            labels: Some(labels.clone().into_iter().collect()),
-            // Containers on a session network cannot talk to each other; with one network per
-            // session, sessions cannot reach each other either.
-            options: Some(HashMap::from([(
-                "com.docker.network.bridge.enable_icc".to_owned(),
-                "false".to_owned(),
-            )])),
+            labels: Some(spec.labels.clone().into_iter().collect()),
+            internal: Some(spec.internal),
+            enable_ipv6: spec.ipv6_subnet.as_ref().map(|_| true),
+            ipam: spec
+                .ipv6_subnet
+                .as_ref()
+                .map(|subnet| bollard::models::Ipam {
+                    config: Some(vec![bollard::models::IpamConfig {
+                        subnet: Some(subnet.clone()),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+            options: spec.isolate_containers.then(|| {
+                HashMap::from([(
+                    "com.docker.network.bridge.enable_icc".to_owned(),
+                    "false".to_owned(),
+                )])
+            }),
             ..Default::default()
         };
         self.docker
@@ -322,6 +360,46 @@ impl Engine {
             .await
             .map(|_| ())
             .map_err(api(format!("create the network `{name}`")))
+    }
+
+    /// A container's IPv4 and IPv6 addresses on a network.
+    pub async fn container_ips(
+        &self,
+        name: &str,
+        network: &str,
+    ) -> Result<(Option<IpAddr>, Option<IpAddr>), EngineError> {
+        let c = self
+            .docker
+            .inspect_container(name, None)
+            .await
+            .map_err(api(format!("inspect `{name}`")))?;
+        let ep = c
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut n| n.remove(network));
+        let parse = |s: Option<String>| s.filter(|s| !s.is_empty()).and_then(|s| s.parse().ok());
+        Ok(match ep {
+            Some(e) => (parse(e.ip_address), parse(e.global_ipv6_address)),
+            None => (None, None),
+        })
+    }
+
+    /// A container's output so far (stdout and stderr).
+    pub async fn logs(&self, name: &str) -> Result<String, EngineError> {
+        let opts = bollard::query_parameters::LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let mut s = self.docker.logs(name, Some(opts));
+        let mut out = Vec::new();
+        while let Some(chunk) = s.next().await {
+            out.extend_from_slice(
+                &chunk
+                    .map_err(api(format!("read the output of `{name}`")))?
+                    .into_bytes(),
+            );
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
     /// The IPv4 gateway of a network (an address of this machine).
@@ -393,6 +471,17 @@ impl Engine {
             hostname: spec.hostname.clone(),
             working_dir: spec.working_dir.clone(),
             host_config: Some(host),
+            networking_config: (!spec.aliases.is_empty()).then(|| {
+                bollard::models::NetworkingConfig {
+                    endpoints_config: Some(HashMap::from([(
+                        spec.network_mode.clone(),
+                        bollard::models::EndpointSettings {
+                            aliases: Some(spec.aliases.clone()),
+                            ..Default::default()
+                        },
+                    )])),
+                }
+            }),
             ..Default::default()
         };
         let opts = CreateContainerOptionsBuilder::default()

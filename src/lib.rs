@@ -3,6 +3,7 @@
 
 pub mod allowlist;
 pub mod attach;
+pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod engine;
 pub mod firewall;
 pub mod image;
 pub mod keychain;
+pub mod leaks;
 pub mod paths;
 pub mod process;
 pub mod progress;

@@ -38,10 +38,13 @@ pub struct RunRequest {
     /// config, never on a command line.
     pub secrets: Vec<(String, Secret)>,
     pub endpoint: String,
+    /// Keep the command's stdout instead of printing it (`sbx doctor --leaks`).
+    pub capture: bool,
 }
 
 pub struct RunOutcome {
     pub exit_code: i32,
+    pub output: Vec<u8>,
     pub session_id: String,
     pub timings: Timings,
 }
@@ -225,6 +228,7 @@ pub async fn run(ctx: &Context, req: RunRequest) -> anyhow::Result<RunOutcome> {
         outcomes: Vec::new(),
         allow,
         exit_code: None,
+        log_start: None,
         ended: None,
     };
     record.save(&dir)?;
@@ -236,7 +240,7 @@ pub async fn run(ctx: &Context, req: RunRequest) -> anyhow::Result<RunOutcome> {
         sig = signals.next() => {
             ctx.ui.clear();
             ctx.ui.notice(format!("{} received, stopping the session", signal_name(sig)));
-            Ok(128 + sig)
+            Ok((128 + sig, Vec::new()))
         }
     };
     ctx.ui.clear();
@@ -256,13 +260,21 @@ pub async fn run(ctx: &Context, req: RunRequest) -> anyhow::Result<RunOutcome> {
     record.outcomes = outcomes;
     record.phase = Phase::Finished;
     record.ended = Some(state::now());
-    record.exit_code = result.as_ref().ok().copied();
+    record.exit_code = result.as_ref().ok().map(|r| r.0);
     let _ = record.save(&dir);
+    let summary = read_audit(&dir, record.log_start).summary();
+    if !summary.is_empty() {
+        ctx.ui.info(format!(
+            "{}\n  the full record: `sbx log {id}`",
+            summary.render()
+        ));
+    }
     report_outcomes(&ctx.ui, &record.outcomes);
     let _ = std::fs::remove_dir(dir.join("repos"));
-    let exit_code = result?;
+    let (exit_code, output) = result?;
     Ok(RunOutcome {
         exit_code,
+        output,
         session_id: id,
         timings,
     })
@@ -274,6 +286,22 @@ fn signal_name(sig: i32) -> &'static str {
         libc::SIGTERM => "SIGTERM",
         libc::SIGHUP => "SIGHUP",
         _ => "a signal",
+    }
+}
+
+/// The session's audit: DNS questions and refused connections, from `start` (byte offsets into
+/// the two logs) or from the beginning.
+pub fn read_audit(dir: &Path, start: Option<(u64, u64)>) -> crate::audit::Audit {
+    let logs = container::log_dir(dir);
+    let read = |f: &str, from: u64| {
+        let bytes = std::fs::read(logs.join(f)).unwrap_or_default();
+        let from = usize::try_from(from).unwrap_or(0).min(bytes.len());
+        String::from_utf8_lossy(&bytes[from..]).into_owned()
+    };
+    let (dns, refused) = start.unwrap_or((0, 0));
+    crate::audit::Audit {
+        queries: crate::audit::parse_dns_log(&read("dns.log", dns)),
+        refused: crate::audit::parse_refused_log(&read("refused.log", refused)),
     }
 }
 
@@ -302,7 +330,7 @@ async fn start_and_exec(
     live: &Shared,
     record: &mut Record,
     timings: &mut Timings,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<(i32, Vec<u8>)> {
     let settings = &req.settings;
     let (uid, gid) = agent_ids();
     let own_network = settings.network.is_none();
@@ -451,6 +479,13 @@ async fn start_and_exec(
     self_check(&engine, &agent.name, &inputs, gateway, id).await?;
     timings.record("self-check", began);
 
+    let logs = container::log_dir(dir);
+    let size = |f: &str| {
+        std::fs::metadata(logs.join(f))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    record.log_start = Some((size("dns.log"), size("refused.log")));
     let began = Instant::now();
     let tty = crate::terminal::stdin_is_tty() && crate::terminal::stdout_is_tty();
     let mut env = vec![
@@ -482,10 +517,10 @@ async fn start_and_exec(
         size: if tty { crate::terminal::size() } else { None },
     };
     ctx.ui.clear();
-    let result = crate::attach::run(&engine, &agent.name, spec).await?;
+    let result = crate::attach::run(&engine, &agent.name, spec, req.capture).await?;
     timings.first_output = result.first_output.map(|f| f.duration_since(timings.start));
     timings.record("exec", began);
-    Ok(i32::try_from(result.code).unwrap_or(255))
+    Ok((i32::try_from(result.code).unwrap_or(255), result.captured))
 }
 
 async fn check_user_network(engine: &Engine, network: &str) -> anyhow::Result<()> {

@@ -51,6 +51,10 @@ pub struct Record {
     pub allow: Vec<String>,
     #[serde(default)]
     pub exit_code: Option<i32>,
+    /// Byte offsets of the DNS and refused-connection logs when the command started (what came
+    /// before was sbx's own self-check).
+    #[serde(default)]
+    pub log_start: Option<(u64, u64)>,
     #[serde(default)]
     pub ended: Option<u64>,
 }
@@ -201,6 +205,7 @@ mod tests {
             outcomes: vec![],
             allow: vec![],
             exit_code: None,
+            log_start: None,
             ended: None,
         };
         r.save(d.path()).unwrap();

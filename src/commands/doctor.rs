@@ -1,8 +1,10 @@
 //! `sbx doctor`: checks what sbx needs and says what to do about anything missing.
 
 use crate::cli::DoctorArgs;
-use crate::config::Layer;
-use crate::engine::Engine;
+use crate::config::{Layer, Settings};
+use crate::container::{self, ContainerSpec};
+use crate::engine::{Engine, NetworkSpec};
+use crate::leaks;
 use crate::process::Cmd;
 use crate::session::{self, Context};
 
@@ -15,9 +17,15 @@ struct Check {
 
 pub async fn run(
     ctx: &Context,
-    _args: DoctorArgs,
+    args: DoctorArgs,
     docker_host: Option<String>,
 ) -> anyhow::Result<i32> {
+    if args.leaks {
+        let settings =
+            super::load_settings(ctx, super::project_root().as_deref(), Layer::default())?;
+        let endpoint = super::endpoint(ctx, &settings, docker_host);
+        return leaks(ctx, settings, &endpoint).await;
+    }
     let mut checks = Vec::new();
     let settings = super::load_settings(ctx, super::project_root().as_deref(), Layer::default());
     checks.push(match &settings {
@@ -120,4 +128,166 @@ pub async fn run(
         failed += usize::from(!c.ok);
     }
     Ok(if failed == 0 { 0 } else { 1 })
+}
+
+/// `sbx doctor --leaks`: see the `leaks` module.
+async fn leaks(ctx: &Context, settings: Settings, endpoint: &str) -> anyhow::Result<i32> {
+    let engine = Engine::connect(endpoint).await?;
+    session::ensure_images(&ctx.ui, &engine, &session::image_specs(&settings)?).await?;
+    let tag = crate::state::new_id();
+    let net = format!("sbx-doctor-{tag}");
+    let target = format!("{net}-target");
+    let labels = container::labels(&format!("doctor-{tag}"), &ctx.dirs.owner_tag(), "doctor");
+    let mut spec = NetworkSpec {
+        name: net.clone(),
+        labels: labels.clone(),
+        isolate_containers: false,
+        // Nothing on this network has a route off the machine, whatever the firewall does.
+        internal: true,
+        ipv6_subnet: Some(format!("fd00:5b0:{}::/64", &tag[..4])),
+    };
+    if engine.create_network_with(&spec).await.is_err() {
+        spec.ipv6_subnet = None;
+        engine.create_network_with(&spec).await?;
+    }
+    let result = leaks_on(
+        ctx, &settings, &engine, endpoint, &tag, &net, &target, labels,
+    )
+    .await;
+    let _ = engine.remove_container(&target).await;
+    let _ = engine.remove_network(&net).await;
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn leaks_on(
+    ctx: &Context,
+    settings: &Settings,
+    engine: &Engine,
+    endpoint: &str,
+    tag: &str,
+    net: &str,
+    target: &str,
+    labels: std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<i32> {
+    let spec = ContainerSpec {
+        name: target.to_owned(),
+        image: settings.image.tag.clone(),
+        user: "0:0".into(),
+        cmd: vec!["python3".into(), "-c".into(), leaks::TARGET_SCRIPT.into()],
+        labels,
+        mounts: Vec::new(),
+        // The engine's default capabilities: NET_RAW records ICMP.
+        cap_add: Vec::new(),
+        cap_drop: Vec::new(),
+        security_opt: vec!["no-new-privileges:true".into()],
+        network_mode: net.to_owned(),
+        hostname: None,
+        aliases: vec![leaks::ALLOWED_NAME.into()],
+        dns: Vec::new(),
+        sysctls: Default::default(),
+        memory: Some(256 << 20),
+        nano_cpus: Some(500_000_000),
+        pids_limit: 64,
+        init: true,
+        working_dir: None,
+    };
+    engine.create_container(&spec).await?;
+    engine.start_container(target).await?;
+    let mut ready = false;
+    for _ in 0..200 {
+        if engine.logs(target).await?.contains("ready") {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    anyhow::ensure!(ready, "the leak check's target host did not start");
+    let (Some(target4), target6) = engine.container_ips(target, net).await? else {
+        anyhow::bail!("the leak check's target host has no IPv4 address");
+    };
+    let gateway = engine
+        .network_gateway(net)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the leak check's network has no gateway"))?;
+    let private = match gateway {
+        std::net::IpAddr::V4(g) => {
+            let o = g.octets();
+            std::net::IpAddr::from([o[0], o[1], o[2], 250])
+        }
+        other => other,
+    };
+    let cfg = leaks::ProbeConfig {
+        tag: tag.to_owned(),
+        target4,
+        target6,
+        gateway,
+        private,
+    };
+
+    // A throwaway repository for the throwaway session.
+    let repo_dir = tempfile::Builder::new().prefix("sbx-doctor-").tempdir()?;
+    let commit = [
+        "-c",
+        "user.name=sbx",
+        "-c",
+        "user.email=sbx@localhost",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "sbx doctor",
+    ];
+    Cmd::git(repo_dir.path()).args(["init", "-q"]).run().await?;
+    Cmd::git(repo_dir.path()).args(commit).run().await?;
+    let mut s = settings.clone();
+    s.network = Some(net.to_owned());
+    s.default_allowlist = false;
+    s.allow = vec![leaks::ALLOWED_NAME.into(), leaks::UPSTREAM_NAME.into()];
+    s.dns = vec![target4];
+    s.claude.config = crate::config::ClaudeConfig::None;
+    s.git.mode = crate::config::GitMode::Isolated;
+    let req = session::RunRequest {
+        settings: s,
+        repos: vec![crate::worktree::discover(repo_dir.path())?],
+        command: vec![
+            "python3".into(),
+            "-c".into(),
+            leaks::PROBE_SCRIPT.into(),
+            serde_json::to_string(&cfg)?,
+        ],
+        keep: false,
+        secrets: Vec::new(),
+        endpoint: endpoint.to_owned(),
+        capture: true,
+    };
+    ctx.ui.info("running the leak check in a throwaway session");
+    let quiet = Context {
+        dirs: ctx.dirs.clone(),
+        ui: crate::progress::Ui::new(true),
+    };
+    let outcome = session::run(&quiet, req).await?;
+    let evidence = leaks::Evidence {
+        probe: leaks::parse_probe(&String::from_utf8_lossy(&outcome.output)),
+        target: engine
+            .logs(target)
+            .await?
+            .lines()
+            .map(str::to_owned)
+            .collect(),
+        refused: session::read_audit(&ctx.dirs.session(&outcome.session_id), None).refused,
+    };
+    let rows = leaks::judge(&cfg, &evidence);
+    print!("{}", leaks::render(&rows));
+    let leaked = rows.iter().filter(|r| !r.ok).count();
+    if leaked > 0 {
+        ctx.ui.warn(format!(
+            "{leaked} channel(s) failed; the session's record: `sbx log {}`",
+            outcome.session_id
+        ));
+        Ok(1)
+    } else {
+        ctx.ui.info("no leaks");
+        Ok(0)
+    }
 }

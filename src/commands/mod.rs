@@ -1,9 +1,11 @@
 //! The subcommands: each turns parsed arguments into library calls and output. Shared here:
 //! loading settings for the current folder, and finding the hint an error chain offers.
 
+pub mod allow;
 pub mod config;
 pub mod doctor;
 pub mod gc;
+pub mod log;
 pub mod ls;
 pub mod run;
 pub mod setup;

@@ -40,6 +40,7 @@ pub async fn run(ctx: &Context, args: RunArgs, docker_host: Option<String>) -> a
         keep: args.keep,
         secrets,
         endpoint,
+        capture: false,
     };
     let out = session::run(ctx, req).await?;
     if args.timings {

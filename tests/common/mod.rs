@@ -324,6 +324,11 @@ impl TestNet {
         name
     }
 
+    /// Removes this container with the network.
+    pub fn adopt(&mut self, container: &str) {
+        self.containers.push(container.to_owned());
+    }
+
     /// A web server answering `hello from <alias>` on port 80.
     pub fn web_host(&mut self, alias: &str) -> String {
         let script = format!(

@@ -1,0 +1,49 @@
+//! `sbx allow ENTRY --session ID`: widen a running session's allowlist without restarting it.
+//! The gate reloads the new plan: new sets and rules, and its DNS filter restarted.
+
+use crate::allowlist::{self, Entry};
+use crate::engine::Engine;
+use crate::session::{self, Context};
+use crate::state;
+
+pub async fn run(ctx: &Context, entries: &[String], id: &str) -> anyhow::Result<i32> {
+    let new = allowlist::parse_all(entries.iter().map(String::as_str))?;
+    let (dir, mut record) = super::log::find(ctx, id)?;
+    if !state::is_live(&dir) || record.phase != state::Phase::Running {
+        return Err(super::hinted(
+            format!("session `{}` is not running", record.id),
+            "`sbx ls` lists the running sessions",
+        ));
+    }
+    for e in &new {
+        let text = e.to_string();
+        if !record.allow.contains(&text) {
+            record.allow.push(text);
+        }
+    }
+    let all: Vec<Entry> = allowlist::parse_all(record.allow.iter().map(String::as_str))?;
+    session::write_gate_files(&dir, &all)?;
+    let engine = Engine::connect(&record.endpoint).await?;
+    let gate = crate::container::gate_name(&record.id);
+    let (code, out) = engine
+        .exec_output(
+            &gate,
+            vec!["/usr/local/lib/sbx/gate".into(), "reload".into()],
+            "0:0",
+        )
+        .await?;
+    if code != 0 {
+        anyhow::bail!(
+            "the session's gate could not load the new allowlist:\n{}",
+            out.trim()
+        );
+    }
+    record.save(&dir)?;
+    let list: Vec<String> = new.iter().map(ToString::to_string).collect();
+    ctx.ui.info(format!(
+        "allowed {} in session `{}` until it ends; to keep it, add it under `allow:` in `.sbx.yaml`",
+        list.join(", "),
+        record.id
+    ));
+    Ok(0)
+}

@@ -1,0 +1,83 @@
+//! `sbx log SESSION`: the full egress record of a session (running, kept or finished): every DNS
+//! question and its fate, every refused connection.
+
+use serde::Serialize;
+
+use crate::audit::{Audit, Summary};
+use crate::session::{self, Context};
+use crate::state::{self, Record};
+
+#[derive(Serialize)]
+struct Log<'a> {
+    session: &'a str,
+    command: &'a [String],
+    allow: &'a [String],
+    audit: Audit,
+    summary: Summary,
+}
+
+pub fn run(ctx: &Context, id: &str, json: bool) -> anyhow::Result<i32> {
+    let (dir, record) = find(ctx, id)?;
+    let audit = session::read_audit(&dir, None);
+    if json {
+        let summary = session::read_audit(&dir, record.log_start).summary();
+        let log = Log {
+            session: &record.id,
+            command: &record.command,
+            allow: &record.allow,
+            audit,
+            summary,
+        };
+        println!("{}", serde_json::to_string_pretty(&log)?);
+        return Ok(0);
+    }
+    println!("session {}  ({})", record.id, record.command.join(" "));
+    println!("\nDNS questions ({}):", audit.queries.len());
+    for q in &audit.queries {
+        println!(
+            "  {}  {:<5} {:<40} {}{}",
+            q.time,
+            q.qtype,
+            q.name,
+            q.outcome,
+            if q.answers.is_empty() {
+                String::new()
+            } else {
+                format!(" -> {}", q.answers.join(", "))
+            }
+        );
+    }
+    println!("\nrefused connections ({}):", audit.refused.len());
+    for r in &audit.refused {
+        let port = r.port.map(|p| format!(":{p}")).unwrap_or_default();
+        println!("  {}  {} {}{port}", r.time, r.protocol, r.destination);
+    }
+    let summary = session::read_audit(&dir, record.log_start).summary();
+    if !summary.denied_names.is_empty() {
+        println!(
+            "\nto allow the denied names, add to `.sbx.yaml`:\n{}",
+            summary.allow_lines()
+        );
+    }
+    Ok(0)
+}
+
+/// A session's folder and record, by id (or a unique prefix of one).
+pub fn find(ctx: &Context, id: &str) -> anyhow::Result<(std::path::PathBuf, Record)> {
+    let all = state::list(&ctx.dirs.sessions());
+    let matches: Vec<_> = all
+        .into_iter()
+        .filter(|(_, r)| r.id.starts_with(id))
+        .collect();
+    match matches.len() {
+        1 => Ok(matches.into_iter().next().expect("one match")),
+        0 => Err(super::hinted(
+            format!("no session `{id}`"),
+            "`sbx ls --all` lists the sessions sbx remembers",
+        )),
+        _ => Err(super::hinted(
+            format!("`{id}` matches several sessions"),
+            "give more of the session id (`sbx ls --all`)",
+        )),
+    }
+}
