@@ -1,18 +1,29 @@
-# sbx start-up self-check: runs inside the agent's container, as the agent user, before the
-# command starts. Arguments: an address on this machine that is not allowlisted (the session
-# network's gateway, so even a broken rule sends nothing off the machine) and a name that is not
-# allowlisted. Prints one line per check; exits non-zero when a check fails.
-addr=$1 name=$2 failed=0
-# A blocked connection must be refused at once. sbx then checks the firewall's own log for it,
-# since a closed port on the host would look the same from here.
+# sbx start-up self-check, and then the command: runs inside the agent's container, as the agent
+# user. Arguments: an address on this machine that is not allowlisted (the network's gateway, so
+# even a broken rule sends nothing off the machine), a name that is not allowlisted, `--`, and the
+# command. The command starts only when every check passes; otherwise this exits 125 (sbx's own
+# failure code) and says why.
+addr=$1 name=$2
+shift 3
+fail() {
+  echo "sbx: the firewall self-check failed, so the command was not started: $*" >&2
+  exit 125
+}
+# The firewall, not the host, must refuse: a UDP datagram to a blocked address fails to send
+# ("Operation not permitted" is the local packet filter's answer; a host never answers that).
+out=$( (echo x > "/dev/udp/$addr/9") 2>&1 )
+case $out in
+  *"Operation not permitted"*) ;;
+  *) fail "UDP to $addr was not blocked: ${out:-sent}" ;;
+esac
+# A blocked TCP connection is refused at once, not left to time out.
 out=$(timeout 2 bash -c "exec 3<>/dev/tcp/$addr/9" 2>&1)
 case $out in
-  *"Connection refused"*) echo "ok tcp $addr:9 refused" ;;
-  *) echo "FAIL tcp $addr:9 was not refused: ${out:-connected}"; failed=1 ;;
+  *"Connection refused"*) ;;
+  *) fail "TCP to $addr:9 was not refused: ${out:-connected}" ;;
 esac
+# A name that is not allowlisted does not resolve.
 if out=$(getent hosts "$name" 2>&1); then
-  echo "FAIL dns $name resolved: $out"; failed=1
-else
-  echo "ok dns $name does not resolve"
+  fail "$name resolved: $out"
 fi
-exit $failed
+exec "$@"

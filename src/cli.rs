@@ -70,6 +70,9 @@ pub enum Command {
         #[arg(long, value_name = "ID")]
         session: String,
     },
+    /// Measure sbx: warm sessions, phases, first output, setup, concurrency, sizes, memory.
+    #[command(hide = true)]
+    Bench(BenchArgs),
     /// Store tokens in the OS keychain; sessions get them as environment variables.
     Token {
         #[command(subcommand)]
@@ -128,6 +131,16 @@ pub struct RunArgs {
 pub struct SetupArgs {}
 
 #[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Runs per measurement.
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
+    /// The figures as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct LsArgs {
     /// Machine-readable output on stdout.
     #[arg(long)]
@@ -176,6 +189,7 @@ pub async fn run(cli: Cli) -> i32 {
             command: ConfigCommand::Show { json },
         } => commands::config::show(&ctx, json, cli.docker_host),
         Command::Token { command } => commands::token::run(&ctx, command),
+        Command::Bench(args) => commands::bench::run(&ctx, args).await,
         Command::Log { session, json } => commands::log::run(&ctx, &session, json),
         Command::Allow { entries, session } => commands::allow::run(&ctx, &entries, &session).await,
     };

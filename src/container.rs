@@ -46,17 +46,24 @@ pub struct ContainerSpec {
     pub working_dir: Option<String>,
 }
 
-/// Everything a session's container plans depend on.
+/// What the gate's plan depends on (nothing of the checkouts, so it can start early).
 #[derive(Debug, Clone)]
-pub struct Inputs {
+pub struct GateInputs {
     pub session_id: String,
     /// The [`OWNER_LABEL`] value.
     pub owner: String,
-    pub agent_image: String,
-    pub gate_image: String,
-    /// The network the gate joins (sbx's per-session network, or `--network`).
+    pub image: String,
+    /// The network the gate joins (sbx's network, or `--network`).
     pub network: String,
     pub session_dir: PathBuf,
+    pub dns: Vec<IpAddr>,
+}
+
+/// Everything the agent's plan depends on.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    pub gate: GateInputs,
+    pub agent_image: String,
     pub uid: u32,
     pub gid: u32,
     /// Checkout mounts (`/workspace/<name>` and what git needs).
@@ -66,14 +73,15 @@ pub struct Inputs {
     pub cpus: f64,
     pub memory: u64,
     pub pids: i64,
-    pub dns: Vec<IpAddr>,
     /// The folder the command starts in.
     pub working_dir: String,
 }
 
-pub fn network_name(session_id: &str) -> String {
-    format!("sbx-{session_id}")
-}
+/// The network sbx's sessions share unless `--network` names another. Its containers cannot
+/// talk to each other (inter-container traffic is off), and every gate drops incoming traffic,
+/// so sessions cannot reach each other; sharing it saves creating and removing a network per
+/// session.
+pub const SHARED_NETWORK: &str = "sbx-sessions";
 
 pub fn gate_name(session_id: &str) -> String {
     format!("sbx-{session_id}-gate")
@@ -114,10 +122,10 @@ fn bind(host: impl Into<PathBuf>, container: &str, read_only: bool) -> Mount {
 
 /// The gate: root, but holding only NET_ADMIN and NET_RAW (firewall, ipsets, NFLOG), never
 /// running agent code. It owns the network namespace so the agent never needs those powers.
-pub fn gate(i: &Inputs) -> ContainerSpec {
+pub fn gate(i: &GateInputs) -> ContainerSpec {
     ContainerSpec {
         name: gate_name(&i.session_id),
-        image: i.gate_image.clone(),
+        image: i.image.clone(),
         user: "0:0".into(),
         cmd: vec!["/usr/local/lib/sbx/gate".into()],
         labels: labels(&i.session_id, &i.owner, "gate"),
@@ -148,28 +156,29 @@ pub fn gate(i: &Inputs) -> ContainerSpec {
 /// The agent: the host user's uid/gid (never root), no capability at all, no way to gain one,
 /// limits that fit the engine, and the gate's network namespace.
 pub fn agent(i: &Inputs) -> ContainerSpec {
+    let g = &i.gate;
     let mut mounts = i.mounts.clone();
     mounts.push(bind(
-        gate_dir(&i.session_dir).join("resolv.conf"),
+        gate_dir(&g.session_dir).join("resolv.conf"),
         "/etc/resolv.conf",
         true,
     ));
-    mounts.push(bind(gitconfig_path(&i.session_dir), "/etc/gitconfig", true));
+    mounts.push(bind(gitconfig_path(&g.session_dir), "/etc/gitconfig", true));
     if let Some((dir, json)) = &i.claude {
         mounts.push(bind(dir, &format!("{AGENT_HOME}/.claude"), false));
         mounts.push(bind(json, &format!("{AGENT_HOME}/.claude.json"), false));
     }
     ContainerSpec {
-        name: agent_name(&i.session_id),
+        name: agent_name(&g.session_id),
         image: i.agent_image.clone(),
         user: format!("{}:{}", i.uid, i.gid),
         cmd: vec!["sleep".into(), "infinity".into()],
-        labels: labels(&i.session_id, &i.owner, "agent"),
+        labels: labels(&g.session_id, &g.owner, "agent"),
         mounts,
         cap_add: Vec::new(),
         cap_drop: vec!["ALL".into()],
         security_opt: vec!["no-new-privileges:true".into()],
-        network_mode: format!("container:{}", gate_name(&i.session_id)),
+        network_mode: format!("container:{}", gate_name(&g.session_id)),
         hostname: None,
         aliases: Vec::new(),
         dns: Vec::new(),
@@ -199,12 +208,15 @@ mod tests {
 
     fn inputs() -> Inputs {
         Inputs {
-            session_id: "abc123".into(),
-            owner: "0123456789ab".into(),
+            gate: GateInputs {
+                session_id: "abc123".into(),
+                owner: "0123456789ab".into(),
+                image: "sbx-gate:latest".into(),
+                network: "sbx-sessions".into(),
+                session_dir: "/home/u/.cache/sbx/sessions/abc123".into(),
+                dns: vec![],
+            },
             agent_image: "sbx-sandbox:latest".into(),
-            gate_image: "sbx-gate:latest".into(),
-            network: "sbx-abc123".into(),
-            session_dir: "/home/u/.cache/sbx/sessions/abc123".into(),
             uid: 501,
             gid: 20,
             mounts: vec![
@@ -223,7 +235,6 @@ mod tests {
             cpus: 2.0,
             memory: 4 << 30,
             pids: 4096,
-            dns: vec![],
             working_dir: "/workspace/app".into(),
         }
     }
@@ -235,7 +246,7 @@ mod tests {
 
     #[test]
     fn gate_spec_snapshot() {
-        insta::assert_yaml_snapshot!(gate(&inputs()));
+        insta::assert_yaml_snapshot!(gate(&inputs().gate));
     }
 
     #[test]
@@ -249,7 +260,7 @@ mod tests {
         );
         assert!(!a.user.starts_with("0:"));
         assert!(a.network_mode.starts_with("container:"));
-        let g = gate(&inputs());
+        let g = gate(&inputs().gate);
         assert_eq!(g.cap_add, ["NET_ADMIN", "NET_RAW"]);
     }
 

@@ -362,6 +362,40 @@ impl Engine {
             .map_err(api(format!("create the network `{name}`")))
     }
 
+    /// The id of the network named `name` carrying `labels`, created when missing. Docker
+    /// allows two networks with one name, so the oldest wins and callers use the id.
+    pub async fn ensure_network(
+        &self,
+        name: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<String, EngineError> {
+        let find = || async {
+            let filters = HashMap::from([("name".to_owned(), vec![name.to_owned()])]);
+            let mut found: Vec<_> = self
+                .docker
+                .list_networks(Some(
+                    ListNetworksOptionsBuilder::default()
+                        .filters(&filters)
+                        .build(),
+                ))
+                .await
+                .map_err(api("list networks"))?
+                .into_iter()
+                .filter(|n| n.name.as_deref() == Some(name))
+                .collect();
+            found.sort_by(|a, b| a.created.cmp(&b.created));
+            Ok::<_, EngineError>(found.into_iter().find_map(|n| n.id))
+        };
+        if let Some(id) = find().await? {
+            return Ok(id);
+        }
+        self.create_network(name, labels).await?;
+        find().await?.ok_or_else(|| EngineError::Api {
+            action: format!("find the network `{name}` it just created"),
+            source: ApiError::RequestTimeoutError,
+        })
+    }
+
     /// A container's IPv4 and IPv6 addresses on a network.
     pub async fn container_ips(
         &self,

@@ -17,6 +17,7 @@ pub mod paths;
 pub mod process;
 pub mod progress;
 pub mod session;
+pub mod ssh;
 pub mod state;
 pub mod terminal;
 pub mod worktree;

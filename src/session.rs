@@ -3,7 +3,6 @@
 //! (normal exit, an error at any step, SIGINT/SIGTERM/SIGHUP). Also `sbx gc`, which finishes the
 //! teardown of sessions whose process died.
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -74,6 +73,18 @@ impl Timings {
 
     pub fn total(&self) -> Duration {
         self.start.elapsed()
+    }
+
+    /// The figures for `sbx bench`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let ms = |d: &Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
+        serde_json::json!({
+            "phases": self.phases.iter().map(|(n, at, took)| serde_json::json!({
+                "name": n, "start_ms": ms(at), "took_ms": ms(took)
+            })).collect::<Vec<_>>(),
+            "first_output_ms": self.first_output.as_ref().map(ms),
+            "total_ms": ms(&self.total()),
+        })
     }
 
     pub fn render(&self) -> String {
@@ -155,13 +166,16 @@ pub fn image_specs(settings: &Settings) -> anyhow::Result<Vec<ImageSpec>> {
     ])
 }
 
-/// What the teardown must undo; filled in before each thing is made.
+/// What the teardown must undo; filled in before each thing is made. Also collects the phase
+/// timings of concurrent steps.
 #[derive(Default)]
 struct Live {
     engine: Option<Engine>,
     containers: Vec<String>,
     networks: Vec<String>,
     checkouts: Vec<Checkout>,
+    started: Option<Instant>,
+    timings: Vec<(&'static str, Duration, Duration)>,
 }
 
 type Shared = Arc<Mutex<Live>>;
@@ -229,11 +243,13 @@ pub async fn run(ctx: &Context, req: RunRequest) -> anyhow::Result<RunOutcome> {
         allow,
         exit_code: None,
         log_start: None,
+        probe: None,
         ended: None,
     };
     record.save(&dir)?;
     let mut signals = Signals::install()?;
     let live: Shared = Arc::default();
+    with(&live, |l| l.started = Some(t0));
 
     let result = tokio::select! {
         r = start_and_exec(ctx, &req, &id, &dir, &live, &mut record, &mut timings) => r,
@@ -262,7 +278,7 @@ pub async fn run(ctx: &Context, req: RunRequest) -> anyhow::Result<RunOutcome> {
     record.ended = Some(state::now());
     record.exit_code = result.as_ref().ok().map(|r| r.0);
     let _ = record.save(&dir);
-    let summary = read_audit(&dir, record.log_start).summary();
+    let summary = record_audit(&dir, &record).summary();
     if !summary.is_empty() {
         ctx.ui.info(format!(
             "{}\n  the full record: `sbx log {id}`",
@@ -305,6 +321,24 @@ pub fn read_audit(dir: &Path, start: Option<(u64, u64)>) -> crate::audit::Audit 
     }
 }
 
+/// The audit of the command's part of a session: without the start-up self-check's probes.
+pub fn record_audit(dir: &Path, record: &Record) -> crate::audit::Audit {
+    let mut audit = read_audit(dir, record.log_start);
+    if let Some(probe) = &record.probe {
+        let mut seen = (false, false);
+        audit.refused.retain(|r| {
+            let is_probe = r.destination == *probe && r.port == Some(9);
+            let first = match r.protocol.as_str() {
+                "TCP" => !std::mem::replace(&mut seen.0, true),
+                "UDP" => !std::mem::replace(&mut seen.1, true),
+                _ => false,
+            };
+            !(is_probe && first)
+        });
+    }
+    audit
+}
+
 /// Tells the user where their work is.
 pub fn report_outcomes(ui: &Ui, outcomes: &[Outcome]) {
     for o in outcomes {
@@ -333,49 +367,6 @@ async fn start_and_exec(
 ) -> anyhow::Result<(i32, Vec<u8>)> {
     let settings = &req.settings;
     let (uid, gid) = agent_ids();
-    let own_network = settings.network.is_none();
-    let network = settings
-        .network
-        .clone()
-        .unwrap_or_else(|| container::network_name(id));
-    let specs = image_specs(settings)?;
-    let entries = settings.allowlist()?;
-
-    // The engine side (connect, capacity, images, network) and the checkouts run in parallel.
-    let engine_side = async {
-        let began = Instant::now();
-        let engine = Engine::connect(&req.endpoint).await?;
-        with(live, |l| l.engine = Some(engine.clone()));
-        let connected = Instant::now();
-        let capacity = engine.capacity();
-        let images = async {
-            let began = Instant::now();
-            let built = ensure_images(&ctx.ui, &engine, &specs).await?;
-            Ok::<_, anyhow::Error>((built, began.elapsed()))
-        };
-        let net = async {
-            let began = Instant::now();
-            if own_network {
-                with(live, |l| l.networks.push(network.clone()));
-                engine
-                    .create_network(
-                        &network,
-                        &container::labels(id, &ctx.dirs.owner_tag(), "network"),
-                    )
-                    .await?;
-            } else {
-                check_user_network(&engine, &network).await?;
-            }
-            let gw = engine.network_gateway(&network).await?;
-            Ok::<_, anyhow::Error>((gw, began.elapsed()))
-        };
-        let (capacity, images, net) = tokio::try_join!(
-            async { capacity.await.map_err(anyhow::Error::from) },
-            images,
-            net
-        )?;
-        Ok::<_, anyhow::Error>((engine, began, connected, capacity, images, net))
-    };
     if settings.git.mode == crate::config::GitMode::Worktree && rustix::process::getuid().is_root()
     {
         return Err(crate::commands::hinted(
@@ -383,60 +374,113 @@ async fn start_and_exec(
             "use `git.mode: isolated` (the default), or run sbx as your own user",
         ));
     }
+    let specs = image_specs(settings)?;
+    write_session_files(dir, &settings.allowlist()?, &req.repos, &ctx.ui)?;
+    let gate_inputs = container::GateInputs {
+        session_id: id.to_owned(),
+        owner: ctx.dirs.owner_tag(),
+        image: image::GATE_TAG.to_owned(),
+        network: String::new(),
+        session_dir: dir.to_owned(),
+        dns: settings.dns.clone(),
+    };
+    let gate_name = container::gate_name(id);
+    let agent_name = container::agent_name(id);
+    with(live, |l| {
+        l.containers.push(agent_name.clone());
+        l.containers.push(gate_name.clone());
+    });
+    record.containers = vec![agent_name.clone(), gate_name.clone()];
+    // Planned before anything exists, so a crash at any point leaves a record `sbx gc` can finish.
+    let names = worktree::mount_names(&req.repos);
+    let mut planned: Vec<Checkout> = req
+        .repos
+        .iter()
+        .zip(&names)
+        .map(|(repo, name)| {
+            Checkout::plan(repo, name, &dir.join("repos").join(name), settings.git.mode)
+        })
+        .collect();
+    with(live, |l| l.checkouts = planned.clone());
+    record.checkouts = planned.clone();
+    record.save(dir)?;
+
+    // Two things run in parallel: the engine side (connect, images, network, then the gate,
+    // which needs nothing of the checkouts) and the checkouts.
+    let engine_side = async {
+        let began = Instant::now();
+        let engine = Engine::connect(&req.endpoint).await?;
+        with(live, |l| l.engine = Some(engine.clone()));
+        timings_push(live, "engine connect", began);
+        let began = Instant::now();
+        let network = async {
+            match &settings.network {
+                Some(n) => {
+                    check_user_network(&engine, n).await?;
+                    Ok::<_, anyhow::Error>(n.clone())
+                }
+                None => Ok(engine
+                    .ensure_network(
+                        container::SHARED_NETWORK,
+                        &container::labels("shared", "", "network"),
+                    )
+                    .await?),
+            }
+        };
+        let images = async {
+            let built = ensure_images(&ctx.ui, &engine, &specs).await?;
+            timings_push(
+                live,
+                if built { "image build" } else { "image check" },
+                began,
+            );
+            Ok::<_, anyhow::Error>(())
+        };
+        let (capacity, network, ()) = tokio::try_join!(
+            async { engine.capacity().await.map_err(anyhow::Error::from) },
+            network,
+            images
+        )?;
+        timings_push(live, "network", began);
+        let gateway = engine.network_gateway(&network).await?;
+        let began = Instant::now();
+        let gate = container::gate(&container::GateInputs {
+            network,
+            ..gate_inputs.clone()
+        });
+        engine.create_container(&gate).await?;
+        let output = engine.attach_output(&gate.name).await?;
+        engine.start_container(&gate.name).await?;
+        timings_push(live, "gate start", began);
+        Ok::<_, anyhow::Error>((engine, capacity, gateway, output))
+    };
     let checkout_side = async {
         let began = Instant::now();
-        let names = worktree::mount_names(&req.repos);
         let owner = checkout_owner();
-        let mut planned = Vec::new();
-        for (repo, name) in req.repos.iter().zip(&names) {
-            let dest = dir.join("repos").join(name);
-            planned.push(Checkout::plan(repo, name, &dest, settings.git.mode));
-        }
-        with(live, |l| l.checkouts = planned.clone());
         let made = join_all(planned.iter_mut().map(|c| worktree::create(c, owner))).await;
         with(live, |l| l.checkouts = planned.clone());
-        for r in made {
-            r?;
-        }
-        write_session_files(dir, &entries, &req.repos, &ctx.ui)?;
-        Ok::<_, anyhow::Error>((planned, began))
+        made.into_iter().collect::<Result<Vec<()>, _>>()?;
+        timings_push(live, "worktrees", began);
+        Ok::<_, anyhow::Error>(planned)
     };
-    let (engine_out, (checkouts, checkouts_began)) = tokio::try_join!(engine_side, checkout_side)?;
-    let (engine, connect_began, connected, (ncpu, mem), (built, images_took), (gateway, net_took)) =
-        engine_out;
-    timings.record("worktrees", checkouts_began);
-    timings.phases.push((
-        "engine connect",
-        connect_began.duration_since(timings.start),
-        connected.duration_since(connect_began),
-    ));
-    timings.phases.push((
-        if built { "image build" } else { "image check" },
-        connected.duration_since(timings.start),
-        images_took,
-    ));
-    timings
-        .phases
-        .push(("network", connected.duration_since(timings.start), net_took));
+    let ((engine, (ncpu, mem), gateway, gate_output), checkouts) =
+        tokio::try_join!(engine_side, checkout_side)?;
     record.checkouts = checkouts.clone();
-    if own_network {
-        record.networks.push(network.clone());
-    }
+    record.save(dir)?;
 
-    // Containers: the gate first (it owns the namespace), then the agent joins it.
-    let began = Instant::now();
-    let first = &checkouts[0];
+    // The agent joins the gate's namespace while the gate loads the firewall.
     let claude = match settings.claude.config {
         ClaudeConfig::Mount => claude_files(&ctx.dirs.home).ok(),
         ClaudeConfig::None => None,
     };
+    if let Some(c) = settings.resources.cpus.filter(|c| *c > f64::from(ncpu)) {
+        ctx.ui.warn(format!(
+            "`resources.cpus` is {c} but the engine has {ncpu}; using {ncpu}"
+        ));
+    }
     let inputs = Inputs {
-        session_id: id.to_owned(),
-        owner: ctx.dirs.owner_tag(),
+        gate: gate_inputs,
         agent_image: settings.image.tag.clone(),
-        gate_image: image::GATE_TAG.to_owned(),
-        network: network.clone(),
-        session_dir: dir.to_owned(),
         uid,
         gid,
         mounts: checkouts.iter().flat_map(|c| c.mounts.clone()).collect(),
@@ -444,40 +488,18 @@ async fn start_and_exec(
         cpus: container::cpus(settings.resources.cpus, ncpu),
         memory: container::memory(settings.resources.memory, mem),
         pids: settings.resources.pids,
-        dns: settings.dns.clone(),
-        working_dir: format!("/workspace/{}", first.name),
+        working_dir: format!("/workspace/{}", checkouts[0].name),
     };
-    if let Some(c) = settings.resources.cpus.filter(|c| *c > f64::from(ncpu)) {
-        ctx.ui.warn(format!(
-            "`resources.cpus` is {c} but the engine has {ncpu}; using {ncpu}"
-        ));
-    }
-    let gate = container::gate(&inputs);
     let agent = container::agent(&inputs);
-    with(live, |l| {
-        l.containers.push(agent.name.clone());
-        l.containers.push(gate.name.clone());
-    });
-    record.containers = vec![agent.name.clone(), gate.name.clone()];
-    record.save(dir)?;
-
-    engine.create_container(&gate).await?;
-    let gate_output = engine.attach_output(&gate.name).await?;
-    engine.start_container(&gate.name).await?;
-    let gate_started = Instant::now();
+    let began = Instant::now();
     let (ready, agent_started) = tokio::join!(wait_for_gate(gate_output), async {
         engine.create_container(&agent).await?;
         engine.start_container(&agent.name).await
     });
     ready?;
-    timings.record("firewall apply", gate_started);
+    timings_push(live, "firewall apply", began);
     agent_started?;
-    timings.record("containers", began);
-
-    // Prove from the attacker's side that the firewall holds before anything runs.
-    let began = Instant::now();
-    self_check(&engine, &agent.name, &inputs, gateway, id).await?;
-    timings.record("self-check", began);
+    timings_push(live, "agent start", began);
 
     let logs = container::log_dir(dir);
     let size = |f: &str| {
@@ -507,8 +529,24 @@ async fn start_and_exec(
             .iter()
             .map(|(k, v)| format!("{k}={}", v.expose())),
     );
+    // The command starts behind the self-check, in the same exec: from the attacker's side, as
+    // the agent, it proves the firewall holds (and stops the session when it does not).
+    let Some(gateway) = gateway else {
+        bail!("the session network has no IPv4 gateway to run the firewall self-check against");
+    };
+    record.probe = Some(gateway.to_string());
+    let mut cmd = vec![
+        "bash".to_owned(),
+        "-c".into(),
+        image::SELFCHECK.into(),
+        "sbx-selfcheck".into(),
+        gateway.to_string(),
+        format!("sbx-selfcheck-{id}.invalid"),
+        "--".into(),
+    ];
+    cmd.extend(req.command.iter().cloned());
     let spec = ExecSpec {
-        cmd: req.command.clone(),
+        cmd,
         user: format!("{uid}:{gid}"),
         env,
         working_dir: Some(inputs.working_dir.clone()),
@@ -519,8 +557,18 @@ async fn start_and_exec(
     ctx.ui.clear();
     let result = crate::attach::run(&engine, &agent.name, spec, req.capture).await?;
     timings.first_output = result.first_output.map(|f| f.duration_since(timings.start));
-    timings.record("exec", began);
+    timings_push(live, "exec", began);
+    with(live, |l| timings.phases.append(&mut l.timings));
     Ok((i32::try_from(result.code).unwrap_or(255), result.captured))
+}
+
+/// Records a phase from concurrent code (merged into the session's timings at the end).
+fn timings_push(live: &Shared, name: &'static str, began: Instant) {
+    with(live, |l| {
+        let start = l.started.unwrap_or(began);
+        l.timings
+            .push((name, began.duration_since(start), began.elapsed()));
+    });
 }
 
 async fn check_user_network(engine: &Engine, network: &str) -> anyhow::Result<()> {
@@ -569,58 +617,6 @@ async fn wait_for_gate(
             "the session's firewall could not be set up:\n{}",
             seen.trim()
         )
-    }
-}
-
-async fn self_check(
-    engine: &Engine,
-    agent: &str,
-    inputs: &Inputs,
-    gateway: Option<IpAddr>,
-    id: &str,
-) -> anyhow::Result<()> {
-    let Some(gw) = gateway else {
-        bail!("the session network has no IPv4 gateway to run the firewall self-check against");
-    };
-    let (code, out) = engine
-        .exec_output(
-            agent,
-            vec![
-                "bash".into(),
-                "-c".into(),
-                image::SELFCHECK.into(),
-                "sbx-selfcheck".into(),
-                gw.to_string(),
-                format!("sbx-selfcheck-{id}.invalid"),
-            ],
-            &format!("{}:{}", inputs.uid, inputs.gid),
-        )
-        .await?;
-    if code != 0 {
-        bail!(
-            "the firewall self-check failed, so the command was not started:\n{}",
-            out.trim()
-        );
-    }
-    // The refusal must be the firewall's: its log names the probe's destination.
-    let log = container::log_dir(&inputs.session_dir).join("refused.log");
-    let needle = format!("DST={gw} ");
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text
-            .lines()
-            .any(|l| l.contains(&needle) && l.contains("DPT=9 "))
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "the firewall self-check failed, so the command was not started: a connection to \
-                 {gw}:9 was refused, but not by the session's firewall"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -718,8 +714,8 @@ pub fn gitconfig_text(id: &worktree::Identity) -> String {
     out
 }
 
-/// Removes the containers (after stopping the agent, so nothing writes to a checkout while it
-/// is judged), then the networks; meanwhile finishes the checkouts. Idempotent.
+/// Removes the containers and, once the agent's is gone (so nothing writes to a checkout while
+/// it is judged), finishes the checkouts while the rest is removed. Idempotent.
 async fn teardown(id: &str, live: &Shared, keep: bool) -> Vec<Outcome> {
     let (engine, containers, networks, checkouts) = with(live, |l| {
         (
@@ -729,31 +725,40 @@ async fn teardown(id: &str, live: &Shared, keep: bool) -> Vec<Outcome> {
             std::mem::take(&mut l.checkouts),
         )
     });
-    if let (Some(engine), Some(agent)) = (&engine, containers.first()) {
-        let _ = tokio::time::timeout(Duration::from_secs(10), engine.kill_container(agent)).await;
-    }
-    let remove = async {
-        if let Some(engine) = &engine {
-            let all = containers.iter().map(|c| async move {
+    let remove = |name: String| {
+        let engine = engine.clone();
+        async move {
+            if let Some(engine) = engine {
                 let _ =
-                    tokio::time::timeout(Duration::from_secs(20), engine.remove_container(c)).await;
-            });
-            join_all(all).await;
-            for n in &networks {
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(20), engine.remove_network(n)).await;
+                    tokio::time::timeout(Duration::from_secs(20), engine.remove_container(&name))
+                        .await;
             }
         }
     };
+    let mut names = containers.into_iter();
+    let agent = names.next();
+    let others = join_all(names.map(remove));
     let id = id.to_owned();
-    let finish = tokio::task::spawn_blocking(move || {
-        checkouts
-            .iter()
-            .map(|c| worktree::finish(c, &id, keep))
-            .collect::<Vec<_>>()
-    });
-    let ((), outcomes) = tokio::join!(remove, finish);
-    outcomes.unwrap_or_default()
+    let agent_then_checkouts = async {
+        if let Some(a) = agent {
+            remove(a).await;
+        }
+        tokio::task::spawn_blocking(move || {
+            checkouts
+                .iter()
+                .map(|c| worktree::finish(c, &id, keep))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default()
+    };
+    let (_, outcomes) = tokio::join!(others, agent_then_checkouts);
+    if let Some(engine) = &engine {
+        for n in &networks {
+            let _ = tokio::time::timeout(Duration::from_secs(20), engine.remove_network(n)).await;
+        }
+    }
+    outcomes
 }
 
 /// What `sbx gc` did.

@@ -55,6 +55,9 @@ pub struct Record {
     /// before was sbx's own self-check).
     #[serde(default)]
     pub log_start: Option<(u64, u64)>,
+    /// The address the start-up self-check probed (its refusals are not the command's).
+    #[serde(default)]
+    pub probe: Option<String>,
     #[serde(default)]
     pub ended: Option<u64>,
 }
@@ -206,6 +209,7 @@ mod tests {
             allow: vec![],
             exit_code: None,
             log_start: None,
+            probe: None,
             ended: None,
         };
         r.save(d.path()).unwrap();

@@ -20,7 +20,7 @@ pub fn run(ctx: &Context, id: &str, json: bool) -> anyhow::Result<i32> {
     let (dir, record) = find(ctx, id)?;
     let audit = session::read_audit(&dir, None);
     if json {
-        let summary = session::read_audit(&dir, record.log_start).summary();
+        let summary = session::record_audit(&dir, &record).summary();
         let log = Log {
             session: &record.id,
             command: &record.command,
@@ -52,7 +52,7 @@ pub fn run(ctx: &Context, id: &str, json: bool) -> anyhow::Result<i32> {
         let port = r.port.map(|p| format!(":{p}")).unwrap_or_default();
         println!("  {}  {} {}{port}", r.time, r.protocol, r.destination);
     }
-    let summary = session::read_audit(&dir, record.log_start).summary();
+    let summary = session::record_audit(&dir, &record).summary();
     if !summary.denied_names.is_empty() {
         println!(
             "\nto allow the denied names, add to `.sbx.yaml`:\n{}",

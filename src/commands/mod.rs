@@ -2,6 +2,7 @@
 //! loading settings for the current folder, and finding the hint an error chain offers.
 
 pub mod allow;
+pub mod bench;
 pub mod config;
 pub mod doctor;
 pub mod gc;

@@ -44,7 +44,11 @@ pub async fn run(ctx: &Context, args: RunArgs, docker_host: Option<String>) -> a
     };
     let out = session::run(ctx, req).await?;
     if args.timings {
-        eprint!("{}", out.timings.render());
+        if std::env::var("SBX_TIMINGS").as_deref() == Ok("json") {
+            eprintln!("sbx-timings: {}", out.timings.to_json());
+        } else {
+            eprint!("{}", out.timings.render());
+        }
     }
     Ok(out.exit_code)
 }

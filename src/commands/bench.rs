@@ -1,0 +1,461 @@
+//! `sbx bench` (hidden): the project's benchmark. Runs real sessions with this very binary and
+//! prints where the time goes: warm start-to-exit, phases, first output byte, a no-op setup,
+//! concurrent sessions, repository and allowlist size, peak memory. `--json` for the figures.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::cli::BenchArgs;
+use crate::session::Context;
+
+/// One measured run of a child `sbx`.
+struct Measured {
+    ok: bool,
+    wall: Duration,
+    first_output: Option<Duration>,
+    max_rss_kib: u64,
+    timings: Option<serde_json::Value>,
+}
+
+/// Runs a command, timing it to exit and to its first stdout byte, and reading its peak RSS.
+fn measure(mut cmd: Command) -> std::io::Result<Measured> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd.spawn()?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let first = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut first = None;
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            first.get_or_insert_with(|| start.elapsed());
+        }
+        first
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid value; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting for a child we spawned; pointers are to live locals.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = start.elapsed();
+    let first_output = first.join().unwrap_or(None);
+    let stderr = err.join().unwrap_or_default();
+    let ok = r == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    // ru_maxrss is KiB on Linux, bytes on macOS.
+    let rss = usage.ru_maxrss.max(0) as u64;
+    let max_rss_kib = if cfg!(target_os = "macos") {
+        rss / 1024
+    } else {
+        rss
+    };
+    let timings = stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("sbx-timings: "))
+        .and_then(|j| serde_json::from_str(j).ok());
+    if !ok {
+        eprintln!("bench: a run failed:\n{stderr}");
+    }
+    Ok(Measured {
+        ok,
+        wall,
+        first_output,
+        max_rss_kib,
+        timings,
+    })
+}
+
+#[derive(Serialize, Default, Clone)]
+struct Stats {
+    runs: usize,
+    failed: usize,
+    median_ms: f64,
+    min_ms: f64,
+    max_ms: f64,
+}
+
+fn stats(ms: &[f64], failed: usize) -> Stats {
+    let mut v = ms.to_vec();
+    v.sort_by(f64::total_cmp);
+    let median = if v.is_empty() {
+        0.0
+    } else if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    Stats {
+        runs: v.len(),
+        failed,
+        median_ms: round(median),
+        min_ms: round(v.first().copied().unwrap_or(0.0)),
+        max_ms: round(v.last().copied().unwrap_or(0.0)),
+    }
+}
+
+fn round(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+#[derive(Serialize)]
+struct Report {
+    cores: usize,
+    warm_run: Stats,
+    phases_median_ms: Vec<(String, f64)>,
+    first_output: Stats,
+    setup_noop: Stats,
+    peak_rss_mib: f64,
+    concurrent: Vec<Concurrent>,
+    repo_size: Vec<RepoSize>,
+    allowlist: Vec<AllowSize>,
+}
+
+#[derive(Serialize)]
+struct Concurrent {
+    sessions: usize,
+    all_succeeded: bool,
+    total_ms: f64,
+    leftovers: usize,
+}
+
+#[derive(Serialize)]
+struct RepoSize {
+    files: usize,
+    sbx_checkout_ms: f64,
+    sbx_session_ms: f64,
+    git_worktree_add_ms: f64,
+}
+
+#[derive(Serialize)]
+struct AllowSize {
+    entries: usize,
+    median_ms: f64,
+}
+
+fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let ok = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=bench", "-c", "user.email=bench@localhost"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?
+        .success();
+    anyhow::ensure!(ok, "git {args:?} failed in {}", dir.display());
+    Ok(())
+}
+
+/// A repository with `files` files in a tree of folders.
+fn make_repo(dir: &Path, files: usize) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    git(dir, &["init", "-q", "-b", "main"])?;
+    for i in 0..files {
+        let sub = dir.join(format!("d{}/e{}", i % 50, (i / 50) % 20));
+        std::fs::create_dir_all(&sub)?;
+        std::fs::write(sub.join(format!("f{i}.txt")), format!("file {i}\n"))?;
+    }
+    std::fs::write(dir.join("README"), "bench\n")?;
+    git(dir, &["add", "-A"])?;
+    git(dir, &["commit", "-q", "-m", "bench"])?;
+    Ok(dir.to_owned())
+}
+
+fn sbx_cmd(repos: &[&Path], extra: &[String], cmd: &[&str]) -> anyhow::Result<Command> {
+    let mut c = Command::new(std::env::current_exe()?);
+    c.env("SBX_TIMINGS", "json").env("SBX_NO_PROGRESS", "1");
+    c.args(["run", "--timings"]);
+    for r in repos {
+        c.arg("--repo").arg(r);
+    }
+    c.args(extra).arg("--").args(cmd);
+    Ok(c)
+}
+
+fn phase_ms(t: &serde_json::Value, name: &str) -> Option<f64> {
+    t.get("phases")?
+        .as_array()?
+        .iter()
+        .find(|p| p.get("name").and_then(|n| n.as_str()) == Some(name))?
+        .get("took_ms")?
+        .as_f64()
+}
+
+pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<i32> {
+    let n = args.runs.max(1);
+    let tmp = tempfile::Builder::new().prefix("sbx-bench-").tempdir()?;
+    let a = make_repo(&tmp.path().join("alpha"), 10)?;
+    let b = make_repo(&tmp.path().join("beta"), 10)?;
+    let two = [a.as_path(), b.as_path()];
+    ctx.ui.info("warming up (image check, first session)");
+    let warm = measure(sbx_cmd(&two, &[], &["true"])?)?;
+    anyhow::ensure!(warm.ok, "a warm-up session failed; run `sbx doctor`");
+
+    ctx.ui
+        .info(format!("warm `sbx run -- true` with two repos, {n} runs"));
+    let mut walls = Vec::new();
+    let mut failed = 0;
+    let mut phases: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut peak = warm.max_rss_kib;
+    for _ in 0..n {
+        let m = measure(sbx_cmd(&two, &[], &["true"])?)?;
+        peak = peak.max(m.max_rss_kib);
+        if !m.ok {
+            failed += 1;
+            continue;
+        }
+        walls.push(ms(m.wall));
+        if let Some(t) = &m.timings {
+            for p in t["phases"].as_array().into_iter().flatten() {
+                let (Some(name), Some(took)) = (p["name"].as_str(), p["took_ms"].as_f64()) else {
+                    continue;
+                };
+                match phases.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, v)) => v.push(took),
+                    None => phases.push((name.to_owned(), vec![took])),
+                }
+            }
+        }
+    }
+    let warm_run = stats(&walls, failed);
+    let phases_median_ms = phases
+        .iter()
+        .map(|(name, v)| (name.clone(), stats(v, 0).median_ms))
+        .collect();
+
+    ctx.ui.info("time to first output byte");
+    let mut firsts = Vec::new();
+    for _ in 0..n {
+        let m = measure(sbx_cmd(&two, &[], &["echo", "x"])?)?;
+        if let Some(f) = m.first_output.filter(|_| m.ok) {
+            firsts.push(ms(f));
+        }
+    }
+    let first_output = stats(&firsts, n - firsts.len());
+
+    ctx.ui.info("`sbx setup` with nothing to do");
+    let mut setups = Vec::new();
+    for _ in 0..n {
+        let mut c = Command::new(std::env::current_exe()?);
+        c.args(["setup", "-q"]);
+        let m = measure(c)?;
+        if m.ok {
+            setups.push(ms(m.wall));
+        }
+    }
+    let setup_noop = stats(&setups, n - setups.len());
+
+    let mut concurrent = Vec::new();
+    for k in [1usize, 4, 8] {
+        ctx.ui.info(format!("{k} concurrent sessions"));
+        let start = Instant::now();
+        let handles: Vec<_> = (0..k)
+            .map(|_| {
+                let c = sbx_cmd(&two, &[], &["true"]);
+                std::thread::spawn(move || c.and_then(|c| Ok(measure(c)?)).map(|m| m.ok))
+            })
+            .collect();
+        let all_ok = handles
+            .into_iter()
+            .all(|h| matches!(h.join(), Ok(Ok(true))));
+        let total = ms(start.elapsed());
+        concurrent.push(Concurrent {
+            sessions: k,
+            all_succeeded: all_ok,
+            total_ms: round(total),
+            leftovers: leftovers(ctx).await,
+        });
+    }
+
+    let mut repo_size = Vec::new();
+    for files in [1_000usize, 20_000] {
+        ctx.ui.info(format!("a {files}-file repository"));
+        let repo = make_repo(&tmp.path().join(format!("size{files}")), files)?;
+        let mut checkout = Vec::new();
+        let mut session = Vec::new();
+        let mut plain = Vec::new();
+        for i in 0..n.min(5) {
+            let m = measure(sbx_cmd(&[repo.as_path()], &[], &["true"])?)?;
+            if let Some(t) = m.timings.as_ref().filter(|_| m.ok) {
+                checkout.extend(phase_ms(t, "worktrees"));
+                session.push(ms(m.wall));
+            }
+            let wt = tmp.path().join(format!("wt{files}-{i}"));
+            let began = Instant::now();
+            git(
+                &repo,
+                &[
+                    "worktree",
+                    "add",
+                    "-q",
+                    "--detach",
+                    wt.to_str().unwrap_or(""),
+                    "HEAD",
+                ],
+            )?;
+            plain.push(ms(began.elapsed()));
+            git(
+                &repo,
+                &["worktree", "remove", "--force", wt.to_str().unwrap_or("")],
+            )?;
+        }
+        repo_size.push(RepoSize {
+            files,
+            sbx_checkout_ms: stats(&checkout, 0).median_ms,
+            sbx_session_ms: stats(&session, 0).median_ms,
+            git_worktree_add_ms: stats(&plain, 0).median_ms,
+        });
+    }
+
+    let mut allowlist = Vec::new();
+    for entries in [10usize, 200] {
+        ctx.ui.info(format!("an allowlist of {entries} entries"));
+        let extra: Vec<String> = (0..entries)
+            .flat_map(|i| {
+                let e = if i % 4 == 0 {
+                    format!("10.{}.{}.0/24", i / 256, i % 256)
+                } else {
+                    format!("host{i}.bench.example")
+                };
+                ["--allow".to_owned(), e]
+            })
+            .collect();
+        let mut walls = Vec::new();
+        for _ in 0..n.min(5) {
+            let m = measure(sbx_cmd(&two, &extra, &["true"])?)?;
+            if m.ok {
+                walls.push(ms(m.wall));
+            }
+        }
+        allowlist.push(AllowSize {
+            entries,
+            median_ms: stats(&walls, 0).median_ms,
+        });
+    }
+
+    let report = Report {
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        warm_run,
+        phases_median_ms,
+        first_output,
+        setup_noop,
+        peak_rss_mib: round(peak as f64 / 1024.0),
+        concurrent,
+        repo_size,
+        allowlist,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(0)
+}
+
+/// Containers of this owner's sessions and checkouts left behind (both should be zero).
+async fn leftovers(ctx: &Context) -> usize {
+    let endpoint = crate::engine::resolve_endpoint(None, &ctx.dirs.home);
+    let mut n = match crate::engine::Engine::connect(&endpoint).await {
+        Ok(engine) => engine
+            .labelled(&ctx.dirs.owner_tag())
+            .await
+            .map_or(0, |(containers, _)| containers.len()),
+        Err(_) => 0,
+    };
+    for (dir, r) in crate::state::list(&ctx.dirs.sessions()) {
+        if r.phase != crate::state::Phase::Finished && !crate::state::is_live(&dir) {
+            n += 1;
+        }
+    }
+    n
+}
+
+fn render(r: &Report) -> String {
+    let s = |x: &Stats| {
+        format!(
+            "median {:>7.1} ms  min {:>7.1}  max {:>7.1}  ({} runs{})",
+            x.median_ms,
+            x.min_ms,
+            x.max_ms,
+            x.runs,
+            if x.failed > 0 {
+                format!(", {} FAILED", x.failed)
+            } else {
+                String::new()
+            }
+        )
+    };
+    let mut out = format!("sbx bench on {} cores\n\n", r.cores);
+    out.push_str(&format!(
+        "warm `sbx run -- true`, two repos   {}\n",
+        s(&r.warm_run)
+    ));
+    out.push_str(&format!(
+        "time to first output byte           {}\n",
+        s(&r.first_output)
+    ));
+    out.push_str(&format!(
+        "`sbx setup`, nothing to do          {}\n",
+        s(&r.setup_noop)
+    ));
+    out.push_str(&format!(
+        "peak memory of the sbx process      {:.1} MiB\n",
+        r.peak_rss_mib
+    ));
+    out.push_str("\nphases of a warm run (median; some overlap, they run in parallel)\n");
+    for (name, ms) in &r.phases_median_ms {
+        out.push_str(&format!("  {name:<18} {ms:>7.1} ms\n"));
+    }
+    out.push_str("\nconcurrent sessions\n");
+    for c in &r.concurrent {
+        out.push_str(&format!(
+            "  {:>2} sessions  total {:>7.1} ms  {}  leftovers {}\n",
+            c.sessions,
+            c.total_ms,
+            if c.all_succeeded {
+                "all succeeded"
+            } else {
+                "SOME FAILED"
+            },
+            c.leftovers
+        ));
+    }
+    out.push_str("\nrepository size (session setup next to plain `git worktree add`)\n");
+    for x in &r.repo_size {
+        out.push_str(&format!(
+            "  {:>6} files  sbx checkout {:>7.1} ms  git worktree add {:>7.1} ms  ({:.2}x)  whole session {:>7.1} ms\n",
+            x.files,
+            x.sbx_checkout_ms,
+            x.git_worktree_add_ms,
+            if x.git_worktree_add_ms > 0.0 { x.sbx_checkout_ms / x.git_worktree_add_ms } else { 0.0 },
+            x.sbx_session_ms
+        ));
+    }
+    out.push_str("\nallowlist size\n");
+    for a in &r.allowlist {
+        out.push_str(&format!(
+            "  {:>4} entries  median {:>7.1} ms\n",
+            a.entries, a.median_ms
+        ));
+    }
+    out
+}
