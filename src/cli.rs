@@ -119,6 +119,10 @@ pub struct RunArgs {
     /// Keep every checkout at the end, clean or not.
     #[arg(long)]
     pub keep: bool,
+    /// Run in a fresh VM cloned from the golden one (`sbx setup --vm` makes it): kernel
+    /// isolation between the agent and this machine.
+    #[arg(long)]
+    pub vm: bool,
     /// Print where the session's time went (to stderr).
     #[arg(long)]
     pub timings: bool,
@@ -128,7 +132,11 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct SetupArgs {}
+pub struct SetupArgs {
+    /// Prepare the golden VM for `sbx run --vm` (a fast no-op when it is up to date).
+    #[arg(long)]
+    pub vm: bool,
+}
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {

@@ -39,6 +39,8 @@ pub struct RunRequest {
     pub endpoint: String,
     /// Keep the command's stdout instead of printing it (`sbx doctor --leaks`).
     pub capture: bool,
+    /// Run the containers in a fresh VM of this provider (`--vm`).
+    pub vm: Option<crate::config::VmProvider>,
 }
 
 pub struct RunOutcome {
@@ -175,6 +177,9 @@ struct Live {
     networks: Vec<String>,
     checkouts: Vec<Checkout>,
     started: Option<Instant>,
+    /// The session's VM (deleted at the end) and its SSH connection.
+    vm: Option<(crate::vm::Lima, String)>,
+    guest: Option<crate::guest::Guest>,
     timings: Vec<(&'static str, Duration, Duration)>,
 }
 
@@ -236,8 +241,8 @@ pub async fn run(ctx: &Context, req: RunRequest) -> anyhow::Result<RunOutcome> {
         endpoint: req.endpoint.clone(),
         networks: Vec::new(),
         containers: Vec::new(),
-        vm: None,
-        vm_provider: None,
+        vm: req.vm.map(|_| crate::vm::session_vm(&id)),
+        vm_provider: req.vm.map(|p| format!("{p:?}").to_lowercase()),
         checkouts: Vec::new(),
         outcomes: Vec::new(),
         allow,
@@ -407,9 +412,15 @@ async fn start_and_exec(
 
     // Two things run in parallel: the engine side (connect, images, network, then the gate,
     // which needs nothing of the checkouts) and the checkouts.
+    let vm_mounts = vm_mounts(dir, &planned, settings);
     let engine_side = async {
         let began = Instant::now();
-        let engine = Engine::connect(&req.endpoint).await?;
+        let endpoint = guest_endpoint(ctx, req, id, dir, live, &vm_mounts).await?;
+        if endpoint != req.endpoint {
+            timings_push(live, "guest start", began);
+        }
+        let began = Instant::now();
+        let engine = Engine::connect(&endpoint).await?;
         with(live, |l| l.engine = Some(engine.clone()));
         timings_push(live, "engine connect", began);
         let began = Instant::now();
@@ -758,7 +769,107 @@ async fn teardown(id: &str, live: &Shared, keep: bool) -> Vec<Outcome> {
             let _ = tokio::time::timeout(Duration::from_secs(20), engine.remove_network(n)).await;
         }
     }
+    let (vm, guest) = with(live, |l| (l.vm.take(), l.guest.take()));
+    if let Some(g) = guest {
+        g.close();
+    }
+    if let Some((lima, name)) = vm {
+        let _ = lima.delete(&name).await;
+    }
     outcomes
+}
+
+/// What a session VM mounts: the session folder, what the checkouts borrow from the host
+/// repositories (read-only unless worktree mode), and `~/.claude` when it is mounted.
+fn vm_mounts(dir: &Path, checkouts: &[Checkout], settings: &Settings) -> Vec<crate::vm::VmMount> {
+    use crate::vm::VmMount;
+    let mut out = vec![VmMount {
+        path: dir.to_owned(),
+        writable: true,
+    }];
+    let mut add = |path: PathBuf, writable: bool| {
+        if !out.iter().any(|m| m.path == path) {
+            out.push(VmMount { path, writable });
+        }
+    };
+    for c in checkouts {
+        match c.mode {
+            crate::config::GitMode::Worktree => add(c.common_dir.clone(), true),
+            crate::config::GitMode::Isolated => {
+                for o in worktree::object_dirs(&c.common_dir) {
+                    add(o, false);
+                }
+            }
+        }
+    }
+    if settings.claude.config == ClaudeConfig::Mount
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        add(PathBuf::from(home).join(".claude"), true);
+    }
+    out
+}
+
+/// The engine endpoint of this session: the local one, or a guest's Docker socket forwarded
+/// over SSH (a fresh VM for `--vm`, a remote host for `ssh://`).
+async fn guest_endpoint(
+    ctx: &Context,
+    req: &RunRequest,
+    id: &str,
+    dir: &Path,
+    live: &Shared,
+    mounts: &[crate::vm::VmMount],
+) -> anyhow::Result<String> {
+    let vm_cache = ctx.dirs.cache.join("vm");
+    let socket = dir.join("docker.sock");
+    if let Some(provider) = req.vm {
+        let lima = crate::vm::Lima::locate(&ctx.dirs.home, provider).await?;
+        if !golden_is_current(&lima, &vm_cache, &req.settings).await? {
+            return Err(crate::vm::VmError::GoldenStale.into());
+        }
+        let name = crate::vm::session_vm(id);
+        with(live, |l| l.vm = Some((lima.clone(), name.clone())));
+        let guest = crate::guest::boot_session_vm(&lima, &name, mounts, &vm_cache, &socket).await?;
+        let endpoint = guest.endpoint();
+        with(live, |l| l.guest = Some(guest));
+        return Ok(endpoint);
+    }
+    if req.endpoint.starts_with("ssh://") {
+        let target = crate::guest::remote_target(&req.endpoint, &ctx.dirs.home, &vm_cache)?;
+        let guest = crate::guest::connect(&target, &socket).await?;
+        let endpoint = guest.endpoint();
+        with(live, |l| l.guest = Some(guest));
+        return Ok(endpoint);
+    }
+    Ok(req.endpoint.clone())
+}
+
+/// The golden VM's recorded fingerprint (`<cache>/vm/golden.json`).
+pub fn golden_state(vm_cache: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(vm_cache.join("golden.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("fingerprint")?.as_str().map(str::to_owned)
+}
+
+/// What the golden VM should be for these settings: its template and fingerprint.
+pub fn golden_plan(settings: &Settings) -> anyhow::Result<(String, String)> {
+    let template = crate::vm::render_template(&settings.vm, crate::vm::default_vm_type());
+    let images: Vec<String> = image_specs(settings)?
+        .into_iter()
+        .map(|s| s.fingerprint)
+        .collect();
+    let fp = crate::vm::golden_fingerprint(&template, &images);
+    Ok((template, fp))
+}
+
+async fn golden_is_current(
+    lima: &crate::vm::Lima,
+    vm_cache: &Path,
+    settings: &Settings,
+) -> anyhow::Result<bool> {
+    let (_, fp) = golden_plan(settings)?;
+    Ok(golden_state(vm_cache).as_deref() == Some(fp.as_str())
+        && lima.get(crate::vm::GOLDEN).await?.is_some())
 }
 
 /// What `sbx gc` did.
@@ -767,6 +878,7 @@ pub struct GcReport {
     pub sessions_finished: Vec<String>,
     pub containers_removed: Vec<String>,
     pub networks_removed: Vec<String>,
+    pub vms_removed: Vec<String>,
     pub outcomes: Vec<Outcome>,
     pub folders_removed: Vec<PathBuf>,
 }
@@ -788,7 +900,27 @@ pub async fn gc(ctx: &Context, engine: Option<&Engine>) -> anyhow::Result<GcRepo
             continue;
         };
         if record.phase == Phase::Running {
-            if let Some(engine) = engine {
+            if let Some(name) = &record.vm {
+                // The containers live and die with the session's VM.
+                let provider = if record.vm_provider.as_deref() == Some("colima") {
+                    crate::config::VmProvider::Colima
+                } else {
+                    crate::config::VmProvider::Lima
+                };
+                match crate::vm::Lima::locate(&ctx.dirs.home, provider).await {
+                    Ok(lima) => {
+                        lima.delete(name).await?;
+                        report.vms_removed.push(name.clone());
+                    }
+                    Err(e) => {
+                        ctx.ui.warn(format!(
+                            "session `{}` left the VM `{name}`, which sbx cannot reach ({e}); run `sbx gc` again",
+                            record.id
+                        ));
+                        continue;
+                    }
+                }
+            } else if let Some(engine) = engine {
                 for c in &record.containers {
                     engine.remove_container(c).await?;
                     report.containers_removed.push(c.clone());
@@ -831,6 +963,23 @@ pub async fn gc(ctx: &Context, engine: Option<&Engine>) -> anyhow::Result<GcRepo
             if old && !kept {
                 std::fs::remove_dir_all(&dir)?;
                 report.folders_removed.push(dir);
+            }
+        }
+    }
+    // Session VMs of this cache's sessions that are not alive (never the golden one, never a VM
+    // another sbx installation sharing `LIMA_HOME` made).
+    if let Ok(lima) = crate::vm::Lima::locate(&ctx.dirs.home, crate::config::VmProvider::Lima).await
+    {
+        for inst in lima.list_prefixed("sbx-").await.unwrap_or_default() {
+            let id = inst.name.trim_start_matches("sbx-");
+            if inst.name != crate::vm::GOLDEN
+                && crate::state::valid_id(id)
+                && ctx.dirs.session(id).exists()
+                && !live_ids.iter().any(|l| l == id)
+                && !report.vms_removed.contains(&inst.name)
+            {
+                lima.delete(&inst.name).await?;
+                report.vms_removed.push(inst.name.clone());
             }
         }
     }

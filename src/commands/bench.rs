@@ -118,6 +118,9 @@ fn ms(d: Duration) -> f64 {
 
 #[derive(Serialize)]
 struct Report {
+    /// Create, start, wait for and remove `true` containers straight through the engine: one,
+    /// and 16 at once (what 8 sessions ask of it). Sessions cannot beat these.
+    engine_baseline_ms: (f64, f64),
     cores: usize,
     warm_run: Stats,
     phases_median_ms: Vec<(String, f64)>,
@@ -180,9 +183,17 @@ fn make_repo(dir: &Path, files: usize) -> anyhow::Result<PathBuf> {
     Ok(dir.to_owned())
 }
 
+/// The bench's sessions keep their records in a cache folder of their own, so what they leave
+/// behind (nothing, if all is well) is counted apart from the user's sessions.
+fn bench_cache() -> PathBuf {
+    std::env::temp_dir().join(format!("sbx-bench-cache-{}", std::process::id()))
+}
+
 fn sbx_cmd(repos: &[&Path], extra: &[String], cmd: &[&str]) -> anyhow::Result<Command> {
     let mut c = Command::new(std::env::current_exe()?);
-    c.env("SBX_TIMINGS", "json").env("SBX_NO_PROGRESS", "1");
+    c.env("SBX_TIMINGS", "json")
+        .env("SBX_NO_PROGRESS", "1")
+        .env("XDG_CACHE_HOME", bench_cache());
     c.args(["run", "--timings"]);
     for r in repos {
         c.arg("--repo").arg(r);
@@ -202,6 +213,10 @@ fn phase_ms(t: &serde_json::Value, name: &str) -> Option<f64> {
 
 pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<i32> {
     let n = args.runs.max(1);
+    let bench_dirs = crate::paths::Dirs {
+        cache: bench_cache().join("sbx"),
+        ..ctx.dirs.clone()
+    };
     let tmp = tempfile::Builder::new().prefix("sbx-bench-").tempdir()?;
     let a = make_repo(&tmp.path().join("alpha"), 10)?;
     let b = make_repo(&tmp.path().join("beta"), 10)?;
@@ -282,9 +297,17 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<i32> {
             sessions: k,
             all_succeeded: all_ok,
             total_ms: round(total),
-            leftovers: leftovers(ctx).await,
+            leftovers: leftovers(&bench_dirs).await,
         });
     }
+
+    ctx.ui
+        .info("engine baseline: one container, then 16 at once");
+    let engine =
+        crate::engine::Engine::connect(&crate::engine::resolve_endpoint(None, &ctx.dirs.home))
+            .await?;
+    let one = baseline(&engine, 1).await?;
+    let sixteen = baseline(&engine, 16).await?;
 
     let mut repo_size = Vec::new();
     for files in [1_000usize, 20_000] {
@@ -293,7 +316,7 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<i32> {
         let mut checkout = Vec::new();
         let mut session = Vec::new();
         let mut plain = Vec::new();
-        for i in 0..n.min(5) {
+        for i in 0..n.min(3) {
             let m = measure(sbx_cmd(&[repo.as_path()], &[], &["true"])?)?;
             if let Some(t) = m.timings.as_ref().filter(|_| m.ok) {
                 checkout.extend(phase_ms(t, "worktrees"));
@@ -352,7 +375,9 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<i32> {
         });
     }
 
+    let _ = std::fs::remove_dir_all(bench_cache());
     let report = Report {
+        engine_baseline_ms: (round(one), round(sixteen)),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         warm_run,
         phases_median_ms,
@@ -371,20 +396,20 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Containers of this owner's sessions and checkouts left behind (both should be zero).
-async fn leftovers(ctx: &Context) -> usize {
-    let endpoint = crate::engine::resolve_endpoint(None, &ctx.dirs.home);
+/// Containers of the bench's sessions, unfinished sessions and checkouts left behind (all
+/// should be zero).
+async fn leftovers(dirs: &crate::paths::Dirs) -> usize {
+    let endpoint = crate::engine::resolve_endpoint(None, &dirs.home);
     let mut n = match crate::engine::Engine::connect(&endpoint).await {
         Ok(engine) => engine
-            .labelled(&ctx.dirs.owner_tag())
+            .labelled(&dirs.owner_tag())
             .await
             .map_or(0, |(containers, _)| containers.len()),
         Err(_) => 0,
     };
-    for (dir, r) in crate::state::list(&ctx.dirs.sessions()) {
-        if r.phase != crate::state::Phase::Finished && !crate::state::is_live(&dir) {
-            n += 1;
-        }
+    for (dir, r) in crate::state::list(&dirs.sessions()) {
+        let unfinished = r.phase != crate::state::Phase::Finished;
+        n += usize::from(unfinished) + usize::from(dir.join("repos").exists());
     }
     n
 }
@@ -425,6 +450,10 @@ fn render(r: &Report) -> String {
     for (name, ms) in &r.phases_median_ms {
         out.push_str(&format!("  {name:<18} {ms:>7.1} ms\n"));
     }
+    out.push_str(&format!(
+        "\nengine baseline: one `true` container {:.1} ms, 16 at once {:.1} ms\n",
+        r.engine_baseline_ms.0, r.engine_baseline_ms.1
+    ));
     out.push_str("\nconcurrent sessions\n");
     for c in &r.concurrent {
         out.push_str(&format!(
@@ -458,4 +487,41 @@ fn render(r: &Report) -> String {
         ));
     }
     out
+}
+
+/// Runs `count` `true` containers at once through the engine; milliseconds until all are gone.
+async fn baseline(engine: &crate::engine::Engine, count: usize) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let runs = (0..count).map(|i| async move {
+        let name = format!("sbx-bench-baseline-{}-{i}", std::process::id());
+        let spec = crate::container::ContainerSpec {
+            name: name.clone(),
+            image: crate::image::GATE_TAG.into(),
+            user: "0:0".into(),
+            cmd: vec!["true".into()],
+            labels: Default::default(),
+            mounts: Vec::new(),
+            cap_add: Vec::new(),
+            cap_drop: vec!["ALL".into()],
+            security_opt: Vec::new(),
+            network_mode: crate::container::SHARED_NETWORK.into(),
+            hostname: None,
+            aliases: Vec::new(),
+            dns: Vec::new(),
+            sysctls: Default::default(),
+            memory: None,
+            nano_cpus: None,
+            pids_limit: 16,
+            init: false,
+            working_dir: None,
+        };
+        engine.create_container(&spec).await?;
+        engine.start_container(&name).await?;
+        engine.remove_container(&name).await?;
+        Ok::<_, anyhow::Error>(())
+    });
+    for r in futures_util::future::join_all(runs).await {
+        r?;
+    }
+    Ok(ms(start.elapsed()))
 }

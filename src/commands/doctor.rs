@@ -260,6 +260,7 @@ async fn leaks_on(
         secrets: Vec::new(),
         endpoint: endpoint.to_owned(),
         capture: true,
+        vm: None,
     };
     ctx.ui.info("running the leak check in a throwaway session");
     let quiet = Context {

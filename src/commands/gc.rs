@@ -20,9 +20,10 @@ pub async fn run(ctx: &Context, docker_host: Option<String>) -> anyhow::Result<i
     session::report_outcomes(&ctx.ui, &report.outcomes);
     let n = |v: usize, what: &str| format!("{v} {what}{}", if v == 1 { "" } else { "s" });
     ctx.ui.info(format!(
-        "removed {}, {}; finished {}; cleared {}",
+        "removed {}, {}, {}; finished {}; cleared {}",
         n(report.containers_removed.len(), "container"),
         n(report.networks_removed.len(), "network"),
+        n(report.vms_removed.len(), "VM"),
         n(report.sessions_finished.len(), "dead session"),
         n(report.folders_removed.len(), "old record"),
     ));

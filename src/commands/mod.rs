@@ -68,6 +68,12 @@ pub fn hint_for(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     if let Some(k) = e.downcast_ref::<crate::keychain::KeychainError>() {
         return k.hint();
     }
+    if let Some(v) = e.downcast_ref::<crate::vm::VmError>() {
+        return v.hint();
+    }
+    if let Some(s) = e.downcast_ref::<crate::ssh::SshError>() {
+        return s.hint();
+    }
     if let Some(i) = e.downcast_ref::<ImageError>() {
         return Some(match i {
             ImageError::CaRead { .. } | ImageError::CaEmpty { .. } => {

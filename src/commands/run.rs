@@ -32,6 +32,7 @@ pub async fn run(ctx: &Context, args: RunArgs, docker_host: Option<String>) -> a
         args.command.clone()
     };
     let endpoint = super::endpoint(ctx, &settings, docker_host);
+    let settings_vm = settings.vm.provider;
     let secrets = session_tokens(ctx, &settings)?;
     let req = RunRequest {
         settings,
@@ -41,6 +42,7 @@ pub async fn run(ctx: &Context, args: RunArgs, docker_host: Option<String>) -> a
         secrets,
         endpoint,
         capture: false,
+        vm: args.vm.then_some(settings_vm),
     };
     let out = session::run(ctx, req).await?;
     if args.timings {
