@@ -70,11 +70,18 @@ impl Env {
     /// root, so the same image serves both), with this HOME handed to that user. `None` when
     /// this process cannot switch users (not root).
     pub fn run_as_user(&self, cwd: &Path, args: &[&str]) -> Option<Output> {
-        if !Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| o.stdout == b"0\n")
-        {
+        self.run_as_user_with(cwd, args, &[], None)
+    }
+
+    /// [`Env::run_as_user`] with extra environment and an optional stdin.
+    pub fn run_as_user_with(
+        &self,
+        cwd: &Path,
+        args: &[&str],
+        extra_env: &[(&str, &str)],
+        stdin: Option<&str>,
+    ) -> Option<Output> {
+        if !Env::is_root() {
             return None;
         }
         let gid = std::fs::metadata("/var/run/docker.sock")
@@ -98,9 +105,27 @@ impl Env {
                     .get_envs()
                     .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
             )
+            .envs(extra_env.iter().copied())
             .current_dir(cwd)
-            .stdin(Stdio::null());
-        Some(c.output().unwrap())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            use std::io::Write;
+            input.write_all(s.as_bytes()).unwrap();
+        }
+        drop(input);
+        Some(child.wait_with_output().unwrap())
+    }
+
+    /// Whether this process is root (and so can switch users for a test).
+    pub fn is_root() -> bool {
+        Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout == b"0\n")
     }
 
     pub fn home(&self) -> &Path {
