@@ -774,7 +774,7 @@ async fn teardown(id: &str, live: &Shared, keep: bool) -> Vec<Outcome> {
         g.close();
     }
     if let Some((lima, name)) = vm {
-        let _ = lima.delete(&name).await;
+        let _ = lima.remove_session_vm(&name).await;
     }
     outcomes
 }
@@ -824,12 +824,19 @@ async fn guest_endpoint(
     let socket = dir.join("docker.sock");
     if let Some(provider) = req.vm {
         let lima = crate::vm::Lima::locate(&ctx.dirs.home, provider).await?;
-        if !golden_is_current(&lima, &vm_cache, &req.settings).await? {
-            return Err(crate::vm::VmError::GoldenStale.into());
-        }
         let name = crate::vm::session_vm(id);
-        with(live, |l| l.vm = Some((lima.clone(), name.clone())));
-        let guest = crate::guest::boot_session_vm(&lima, &name, mounts, &vm_cache, &socket).await?;
+        let guest = if provider == crate::config::VmProvider::Colima {
+            with(live, |l| l.vm = Some((lima.clone(), name.clone())));
+            // Images are built inside on each boot (the session's image check does it).
+            let inst = lima.colima_start(&name, &req.settings.vm, mounts).await?;
+            crate::guest::connect_instance(&lima, &inst, &vm_cache, &socket).await?
+        } else {
+            if !golden_is_current(&lima, &vm_cache, &req.settings).await? {
+                return Err(crate::vm::VmError::GoldenStale.into());
+            }
+            with(live, |l| l.vm = Some((lima.clone(), name.clone())));
+            crate::guest::boot_session_vm(&lima, &name, mounts, &vm_cache, &socket).await?
+        };
         let endpoint = guest.endpoint();
         with(live, |l| l.guest = Some(guest));
         return Ok(endpoint);
@@ -909,7 +916,7 @@ pub async fn gc(ctx: &Context, engine: Option<&Engine>) -> anyhow::Result<GcRepo
                 };
                 match crate::vm::Lima::locate(&ctx.dirs.home, provider).await {
                     Ok(lima) => {
-                        lima.delete(name).await?;
+                        lima.remove_session_vm(name).await?;
                         report.vms_removed.push(name.clone());
                     }
                     Err(e) => {

@@ -348,3 +348,152 @@ fn macos_real_lima_vm_session() {
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert_eq!(stdout(&o), "Linux\n");
 }
+
+#[test]
+fn docker_host_over_ssh_drives_a_remote_engine() {
+    require_docker!();
+    if !Env::is_root() {
+        eprintln!(
+            "skipping: runs sbx as a non-root user against a stand-in host, which needs root"
+        );
+        return;
+    }
+    ensure_images();
+    docker_ok(&[
+        "build",
+        "-q",
+        "-t",
+        "sbxtest-guest:latest",
+        support().join("guest").to_str().unwrap(),
+    ]);
+    let env = Env::new();
+    let repo = env.repo("app");
+    let df = env.home().join("agent-image");
+    std::fs::create_dir_all(&df).unwrap();
+    std::fs::write(
+        df.join("Dockerfile"),
+        "FROM debian:trixie-slim\nARG AGENT_UID\nARG AGENT_GID\n",
+    )
+    .unwrap();
+    let key = env.home().join("id_ed25519");
+    let o = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let vars: Vec<(&str, String)> = vec![
+        ("SBX_IMAGE_DOCKERFILE", df.display().to_string()),
+        ("SBX_IMAGE_TAG", "sbxtest-vm-agent:latest".into()),
+        ("SBX_SSH_KEY", key.display().to_string()),
+        ("SBX_CLAUDE_CONFIG", "none".into()),
+    ];
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_ok(
+        &env.sbx()
+            .envs(vars.iter().copied())
+            .current_dir(env.home())
+            .arg("setup")
+            .output()
+            .unwrap(),
+    );
+
+    // The remote Linux machine: sshd and Docker, with the user's files at the same paths (as a
+    // shared home would give), and the images loaded.
+    let name = format!("sbxtest-remote-{}", std::process::id());
+    let _c = Cleanup {
+        prefix: name.clone(),
+    };
+    let home = env.home().display().to_string();
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        TEST_LABEL,
+        "--cap-add",
+        "ALL",
+        "--cap-drop",
+        "SYS_RESOURCE",
+        "--security-opt",
+        "seccomp=unconfined",
+        "--security-opt",
+        "apparmor=unconfined",
+        "-v",
+        "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+        "--tmpfs",
+        "/var/lib/docker:exec",
+        "-p",
+        "127.0.0.1::22",
+        "-v",
+        &format!("{}.pub:/sbx-authorized-keys:ro", key.display()),
+        "-v",
+        &format!("{home}:{home}"),
+        "sbxtest-guest:latest",
+    ]);
+    assert!(wait_until(std::time::Duration::from_secs(120), || docker(
+        &["exec", &name, "docker", "info"]
+    )
+    .status
+    .success()));
+    let load = std::process::Command::new("sh")
+        .args(["-c", &format!("docker save sbx-gate:latest sbxtest-vm-agent:latest | docker exec -i {name} docker load -q")])
+        .output()
+        .unwrap();
+    assert!(
+        load.status.success(),
+        "{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    let port = docker_ok(&["port", &name, "22/tcp"]);
+    let port = port
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    let url = format!("ssh://lima@127.0.0.1:{port}");
+    let o = env
+        .run_as_user_with(
+            &repo,
+            &[
+                "--docker-host",
+                &url,
+                "run",
+                "--",
+                "sh",
+                "-c",
+                "echo remote; hostname; exit 5",
+            ],
+            &vars,
+            None,
+        )
+        .unwrap();
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("remote\nsbx-"), "{}", stdout(&o));
+    // The session's containers were made, and removed, on the remote engine.
+    let left = docker_ok(&[
+        "exec",
+        &name,
+        "docker",
+        "ps",
+        "-aq",
+        "--filter",
+        "label=dev.sbx.role",
+    ]);
+    assert_eq!(left, "");
+    let made = docker_ok(&[
+        "exec",
+        &name,
+        "docker",
+        "network",
+        "ls",
+        "--format",
+        "{{.Name}}",
+    ]);
+    assert!(made.contains("sbx-sessions"), "{made}");
+}

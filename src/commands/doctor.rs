@@ -105,6 +105,28 @@ pub async fn run(
             hint: e.hint(),
         }),
     }
+    let vm = match crate::vm::Lima::locate(&ctx.dirs.home, settings.vm.provider).await {
+        Ok(lima) => {
+            let golden = session::golden_state(&ctx.dirs.cache.join("vm")).is_some()
+                && lima.get(crate::vm::GOLDEN).await.ok().flatten().is_some();
+            Check {
+                name: "vm mode",
+                ok: true,
+                detail: if golden {
+                    "Lima found; golden VM prepared".into()
+                } else {
+                    "Lima found; no golden VM yet".into()
+                },
+                hint: (!golden).then(|| "run `sbx setup --vm` before `sbx run --vm`".into()),
+            }
+        }
+        Err(e) => Check {
+            name: "vm mode",
+            ok: false,
+            detail: format!("unavailable ({e})"),
+            hint: e.hint(),
+        },
+    };
     let cache = ctx.dirs.sessions();
     let writable = crate::state::create_private_dir(&cache).is_ok();
     checks.push(Check {
@@ -114,19 +136,19 @@ pub async fn run(
         hint: (!writable).then(|| "make the folder writable, or set `XDG_CACHE_HOME`".into()),
     });
 
-    let mut failed = 0;
-    for c in &checks {
-        println!(
-            "{:<4} {:<15} {}",
-            if c.ok { "ok" } else { "FAIL" },
-            c.name,
-            c.detail
-        );
+    let print = |c: &Check, status: &str| {
+        println!("{status:<4} {:<15} {}", c.name, c.detail);
         if let Some(h) = &c.hint {
             println!("     {:<15} hint: {h}", "");
         }
+    };
+    let mut failed = 0;
+    for c in &checks {
+        print(c, if c.ok { "ok" } else { "FAIL" });
         failed += usize::from(!c.ok);
     }
+    // VM mode is optional: its row informs and never fails the check.
+    print(&vm, if vm.ok { "ok" } else { "--" });
     Ok(if failed == 0 { 0 } else { 1 })
 }
 

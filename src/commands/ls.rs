@@ -112,8 +112,12 @@ pub async fn run(ctx: &Context, args: LsArgs, _docker_host: Option<String>) -> a
             .map(|c| if c.is_control() { ' ' } else { c })
             .take(20)
             .collect();
+        let vm =
+            r.vm.as_ref()
+                .map(|v| format!("  [VM {v}]"))
+                .unwrap_or_default();
         println!(
-            "{:<10} {:<9} {:>5}  {:<20} {}",
+            "{:<10} {:<9} {:>5}  {:<20} {}{vm}",
             r.id,
             r.state,
             r.age,
