@@ -461,8 +461,7 @@ async fn start_and_exec(
         });
         engine.create_container(&gate).await?;
         let output = engine.attach_output(&gate.name).await?;
-        engine.start_container(&gate.name).await?;
-        timings_push(live, "gate start", began);
+        timings_push(live, "gate create", began);
         Ok::<_, anyhow::Error>((engine, capacity, gateway, output))
     };
     let checkout_side = async {
@@ -502,11 +501,21 @@ async fn start_and_exec(
         working_dir: format!("/workspace/{}", checkouts[0].name),
     };
     let agent = container::agent(&inputs);
+    // The agent is created while the gate starts (it only needs the gate to exist), and
+    // started while the gate loads the firewall (it only needs the gate's namespace).
     let began = Instant::now();
-    let (ready, agent_started) = tokio::join!(wait_for_gate(gate_output), async {
-        engine.create_container(&agent).await?;
-        engine.start_container(&agent.name).await
-    });
+    let (gate_started, agent_created) = tokio::join!(
+        engine.start_container(&gate_name),
+        engine.create_container(&agent)
+    );
+    gate_started?;
+    agent_created?;
+    timings_push(live, "gate start", began);
+    let began = Instant::now();
+    let (ready, agent_started) = tokio::join!(
+        wait_for_gate(gate_output),
+        engine.start_container(&agent.name)
+    );
     ready?;
     timings_push(live, "firewall apply", began);
     agent_started?;
