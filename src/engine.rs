@@ -181,7 +181,6 @@ pub struct NetworkSpec {
 pub struct Labelled {
     pub name: String,
     pub session: String,
-    pub running: bool,
 }
 
 impl Engine {
@@ -706,15 +705,7 @@ impl Engine {
             .filter_map(|c| {
                 let name = c.names?.first()?.trim_start_matches('/').to_owned();
                 let session = c.labels?.get(SESSION_LABEL)?.clone();
-                let running = matches!(
-                    c.state,
-                    Some(bollard::models::ContainerSummaryStateEnum::RUNNING)
-                );
-                Some(Labelled {
-                    name,
-                    session,
-                    running,
-                })
+                Some(Labelled { name, session })
             })
             .collect();
         let ns = self
@@ -732,7 +723,6 @@ impl Engine {
                 Some(Labelled {
                     name: n.name?,
                     session: n.labels?.get(SESSION_LABEL)?.clone(),
-                    running: false,
                 })
             })
             .collect();

@@ -4,7 +4,6 @@
 mod common;
 
 use std::process::Stdio;
-use std::time::Duration;
 
 use common::*;
 
@@ -162,30 +161,9 @@ print("second=%s %s" % (resolve("rotating.test"), http("http://rotating.test/"))
 "#
     );
     let args = run_args(&net, &["rotating.test"], py(&body));
-    let child = env
-        .sbx()
-        .current_dir(&repo)
-        .env("SBX_DNS", &dns_ip)
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut id = String::new();
-    assert!(wait_until(Duration::from_secs(60), || {
-        id = session_ids(&env).into_iter().next().unwrap_or_default();
-        !id.is_empty()
-            && docker(&[
-                "exec",
-                &format!("sbx-{id}-agent"),
-                "test",
-                "-e",
-                "/tmp/phase1",
-            ])
-            .status
-            .success()
-    }));
+    let mut cmd = env.sbx();
+    cmd.current_dir(&repo).env("SBX_DNS", &dns_ip).args(&args);
+    let (child, _) = spawn_session(&env, cmd, &["test", "-e", "/tmp/phase1"]);
     // The name moves to another address mid-session.
     std::fs::write(&hosts, format!("{ip2} rotating.test\n")).unwrap();
     docker_ok(&["kill", "-s", "HUP", &dns]);
@@ -331,29 +309,9 @@ for _ in range(300):
 print("after=" + r)
 "#;
     let args = run_args(&net, &[], py(body));
-    let child = env
-        .sbx()
-        .current_dir(&repo)
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut id = String::new();
-    assert!(wait_until(Duration::from_secs(60), || {
-        id = session_ids(&env).into_iter().next().unwrap_or_default();
-        !id.is_empty()
-            && docker(&[
-                "exec",
-                &format!("sbx-{id}-agent"),
-                "test",
-                "-e",
-                "/tmp/phase1",
-            ])
-            .status
-            .success()
-    }));
+    let mut cmd = env.sbx();
+    cmd.current_dir(&repo).args(&args);
+    let (child, id) = spawn_session(&env, cmd, &["test", "-e", "/tmp/phase1"]);
     let a = env.run(&repo, &["allow", "late.test", "--session", &id]);
     assert_ok(&a);
     let o = child.wait_with_output().unwrap();

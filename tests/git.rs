@@ -5,7 +5,6 @@ mod common;
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
 
 use common::*;
 
@@ -170,38 +169,16 @@ fn gc_finishes_the_import_after_a_crash() {
     let env = Env::new();
     let _g = SessionGuard { env: &env };
     let repo = env.repo("app");
-    let mut child = env
-        .sbx()
-        .current_dir(&repo)
-        .args([
-            "run",
-            "--",
-            "sh",
-            "-c",
-            "echo x > x && git add x && git commit -qm crashed && touch /tmp/committed && sleep 60",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut id = String::new();
-    assert!(wait_until(Duration::from_secs(60), || {
-        id = session_ids(&env).into_iter().next().unwrap_or_default();
-        !id.is_empty()
-            && docker(&[
-                "exec",
-                &format!("sbx-{id}-agent"),
-                "test",
-                "-e",
-                "/tmp/committed",
-            ])
-            .status
-            .success()
-    }));
-    let _ = std::process::Command::new("kill")
-        .args(["-9", &child.id().to_string()])
-        .status();
+    let mut cmd = env.sbx();
+    cmd.current_dir(&repo).args([
+        "run",
+        "--",
+        "sh",
+        "-c",
+        "echo x > x && git add x && git commit -qm crashed && touch /tmp/committed && sleep 60",
+    ]);
+    let (mut child, id) = spawn_session(&env, cmd, &["test", "-e", "/tmp/committed"]);
+    send_signal(child.id(), 9);
     let _ = child.wait();
     assert_eq!(git(&repo, &["branch", "--list", "sbx/*"]), "");
     let o = env.run(&repo, &["gc"]);

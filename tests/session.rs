@@ -4,7 +4,6 @@
 mod common;
 
 use std::process::Stdio;
-use std::time::Duration;
 
 use common::*;
 
@@ -57,39 +56,18 @@ fn agent_container_is_hardened_and_labelled() {
     let env = Env::new();
     let _g = SessionGuard { env: &env };
     let repo = env.repo("app");
-    let child = env
-        .sbx()
-        .current_dir(&repo)
-        .args(["run", "--", "sleep", "30"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut agent = String::new();
-    assert!(
-        wait_until(Duration::from_secs(60), || {
-            let ids = session_ids(&env);
-            agent = ids
-                .first()
-                .and_then(|id| {
-                    docker_ok(&[
-                        "ps",
-                        "--filter",
-                        &format!("label=dev.sbx.session={id}"),
-                        "--filter",
-                        "label=dev.sbx.role=agent",
-                        "--format",
-                        "{{.Names}}",
-                    ])
-                    .lines()
-                    .next()
-                    .map(str::to_owned)
-                })
-                .unwrap_or_default();
-            !agent.is_empty()
-        }),
-        "the agent container never appeared"
+    let mut cmd = env.sbx();
+    cmd.current_dir(&repo).args(["run", "--", "sleep", "30"]);
+    let (child, id) = spawn_session(&env, cmd, &["pgrep", "-x", "sleep"]);
+    let agent = format!("sbx-{id}-agent");
+    assert_eq!(
+        docker_ok(&[
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"dev.sbx.role\"}}",
+            &agent
+        ]),
+        "agent"
     );
     let inspect = |f: &str| docker_ok(&["inspect", "-f", f, &agent]);
     let cap_add = inspect("{{json .HostConfig.CapAdd}}");
@@ -109,17 +87,9 @@ fn agent_container_is_hardened_and_labelled() {
     // From inside: the agent's own view of its capabilities is empty.
     let caps = docker_ok(&["exec", &agent, "sh", "-c", "grep CapEff /proc/self/status"]);
     assert!(caps.ends_with("0000000000000000"), "{caps}");
-    let _ = send_signal(child.id(), 15);
+    send_signal(child.id(), 15);
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(128 + 15), "{}", stderr(&o));
-}
-
-fn send_signal(pid: u32, sig: i32) -> std::io::Result<()> {
-    let r = std::process::Command::new("kill")
-        .args([format!("-{sig}"), pid.to_string()])
-        .status()?;
-    assert!(r.success());
-    Ok(())
 }
 
 #[test]
@@ -191,28 +161,9 @@ fn same_named_repos_get_distinct_folders() {
 }
 
 fn start_sleeping_session(env: &Env, repo: &std::path::Path) -> (std::process::Child, String) {
-    let child = env
-        .sbx()
-        .current_dir(repo)
-        .args(["run", "--", "sleep", "60"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut id = String::new();
-    assert!(
-        wait_until(Duration::from_secs(60), || {
-            id = session_ids(env).into_iter().next().unwrap_or_default();
-            !id.is_empty()
-                && session_containers(&id).len() == 2
-                && docker(&["exec", &format!("sbx-{id}-agent"), "pgrep", "-x", "sleep"])
-                    .status
-                    .success()
-        }),
-        "the session never started its command"
-    );
-    (child, id)
+    let mut cmd = env.sbx();
+    cmd.current_dir(repo).args(["run", "--", "sleep", "60"]);
+    spawn_session(env, cmd, &["pgrep", "-x", "sleep"])
 }
 
 fn assert_all_gone(env: &Env, id: &str) {
@@ -241,7 +192,7 @@ fn sigterm_and_sigint_mid_session_clean_up() {
         let _g = SessionGuard { env: &env };
         let repo = env.repo("app");
         let (child, id) = start_sleeping_session(&env, &repo);
-        send_signal(child.id(), sig).unwrap();
+        send_signal(child.id(), sig);
         let o = child.wait_with_output().unwrap();
         assert_eq!(o.status.code(), Some(code), "signal {sig}: {}", stderr(&o));
         assert_all_gone(&env, &id);
@@ -256,7 +207,7 @@ fn gc_after_kill_9_leaves_nothing_behind_but_dirty_work() {
     let _g = SessionGuard { env: &env };
     let repo = env.repo("app");
     let (mut child, id) = start_sleeping_session(&env, &repo);
-    send_signal(child.id(), 9).unwrap();
+    send_signal(child.id(), 9);
     let _ = child.wait();
     assert!(
         !session_containers(&id).is_empty(),
@@ -294,7 +245,7 @@ fn gc_never_deletes_a_dirty_checkout() {
         "-c",
         "echo wip > /workspace/app/wip.txt",
     ]);
-    send_signal(child.id(), 9).unwrap();
+    send_signal(child.id(), 9);
     let _ = child.wait();
     let o = env.run(&repo, &["gc"]);
     assert_ok(&o);
@@ -363,29 +314,10 @@ fn sessions_cannot_reach_each_other() {
     let env = Env::new();
     let _g = SessionGuard { env: &env };
     let repo = env.repo("app");
-    let mut a = env
-        .sbx()
-        .current_dir(&repo)
-        .args(["run", "--", "python3", "-m", "http.server", "8080"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut id = String::new();
-    assert!(wait_until(Duration::from_secs(60), || {
-        id = session_ids(&env).into_iter().next().unwrap_or_default();
-        !id.is_empty()
-            && docker(&[
-                "exec",
-                &format!("sbx-{id}-agent"),
-                "pgrep",
-                "-f",
-                "http.server",
-            ])
-            .status
-            .success()
-    }));
+    let mut cmd = env.sbx();
+    cmd.current_dir(&repo)
+        .args(["run", "--", "python3", "-m", "http.server", "8080"]);
+    let (mut a, id) = spawn_session(&env, cmd, &["pgrep", "-f", "http.server"]);
     let ip = docker_ok(&[
         "inspect",
         "-f",
@@ -413,6 +345,6 @@ fn sessions_cannot_reach_each_other() {
     );
     assert_ok(&o);
     assert!(stdout(&o).starts_with("closed"), "{}", stdout(&o));
-    send_signal(a.id(), 15).unwrap();
+    send_signal(a.id(), 15);
     let _ = a.wait();
 }

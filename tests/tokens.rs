@@ -5,7 +5,6 @@ mod common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::*;
 
@@ -183,28 +182,8 @@ fn a_stored_token_reaches_the_command_and_nothing_else() {
     let mut c = env.sbx();
     namespaced(&env, &mut c);
     let script = "printenv GH_TOKEN > /dev/null && echo has-token; sleep 60";
-    let child = c
-        .current_dir(&repo)
-        .args(["run", "--", "sh", "-c", script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut id = String::new();
-    assert!(wait_until(Duration::from_secs(60), || {
-        id = session_ids(&env).into_iter().next().unwrap_or_default();
-        !id.is_empty()
-            && docker(&[
-                "exec",
-                &format!("sbx-{id}-agent"),
-                "pgrep",
-                "-f",
-                "^sleep 60$",
-            ])
-            .status
-            .success()
-    }));
+    c.current_dir(&repo).args(["run", "--", "sh", "-c", script]);
+    let (child, id) = spawn_session(&env, c, &["pgrep", "-f", "^sleep 60$"]);
     let agent = format!("sbx-{id}-agent");
     // The command sees it...
     let seen = docker_ok(&[

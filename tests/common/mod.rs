@@ -416,3 +416,38 @@ impl Drop for SessionGuard<'_> {
         }
     }
 }
+
+/// Starts a session in the background (`cmd` is an `sbx run ...` command) and waits until its
+/// agent container answers `probe` (run there with `docker exec`). Returns the child, whose
+/// stdout and stderr are piped, and the session id.
+pub fn spawn_session(env: &Env, mut cmd: Command, probe: &[&str]) -> (std::process::Child, String) {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut id = String::new();
+    let ready = wait_until(Duration::from_secs(90), || {
+        id = session_ids(env).into_iter().next().unwrap_or_default();
+        if id.is_empty() {
+            return false;
+        }
+        let mut args = vec!["exec".to_owned(), format!("sbx-{id}-agent")];
+        args.extend(probe.iter().map(|s| (*s).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        docker(&args).status.success()
+    });
+    assert!(ready, "the session never got to `{}`", probe.join(" "));
+    (child, id)
+}
+
+/// Sends a signal to a process (`kill -SIG PID`).
+pub fn send_signal(pid: u32, sig: i32) {
+    let ok = Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid} failed");
+}
