@@ -56,6 +56,10 @@ pub struct Checkout {
     /// False until the checkout is complete; an unfinished one is simply removed at the end.
     #[serde(default)]
     pub ready: bool,
+    /// The session repository's `.git/config` as sbx wrote it (isolated mode), restored when
+    /// the checkout is kept.
+    #[serde(default)]
+    pub git_config: Option<String>,
 }
 
 /// What became of a checkout at the end of its session.
@@ -266,6 +270,7 @@ impl Checkout {
             start_branch: repo.head_branch.clone(),
             mounts: Vec::new(),
             ready: false,
+            git_config: None,
         }
     }
 }
@@ -282,6 +287,9 @@ pub async fn create(c: &mut Checkout, owner: Option<(u32, u32)>) -> Result<(), G
             })
             .chain(mounts)
             .collect();
+            if c.mode == GitMode::Isolated {
+                c.git_config = std::fs::read_to_string(c.path.join(".git/config")).ok();
+            }
             c.ready = true;
             Ok(())
         }
@@ -562,6 +570,7 @@ pub fn finish(c: &Checkout, session_id: &str, keep: bool) -> Outcome {
     let state = match state {
         Ok(s) => s,
         Err(reason) => {
+            defang(c);
             out.kept = Some(reason);
             return out;
         }
@@ -582,7 +591,37 @@ pub fn finish(c: &Checkout, session_id: &str, keep: bool) -> Outcome {
     } else if let Err(e) = remove(c) {
         out.kept = Some(e.to_string());
     }
+    if out.kept.is_some() {
+        defang(c);
+    }
     out
+}
+
+/// A kept session repository invites `cd` and `git status`, which would run hooks and
+/// config-defined commands (`core.fsmonitor`, filters) the sandbox planted. Before it is handed
+/// back: no hooks, and the config sbx wrote. (Worktree mode shares the host's `.git`, which the
+/// sandbox could write anyway: that mode's documented weakness.)
+fn defang(c: &Checkout) {
+    let gitdir = c.path.join(".git");
+    let is_dir = std::fs::symlink_metadata(&gitdir).is_ok_and(|m| m.is_dir());
+    if c.mode != GitMode::Isolated || !is_dir {
+        return;
+    }
+    let hooks = gitdir.join("hooks");
+    match std::fs::symlink_metadata(&hooks) {
+        Ok(m) if m.is_dir() => {
+            let _ = std::fs::remove_dir_all(&hooks);
+        }
+        Ok(_) => {
+            let _ = std::fs::remove_file(&hooks);
+        }
+        Err(_) => {}
+    }
+    if let Some(config) = &c.git_config {
+        let path = gitdir.join("config");
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::write(&path, config);
+    }
 }
 
 trait SourceMessage {
@@ -855,6 +894,34 @@ mod tests {
         // Finishing again is harmless.
         let o2 = finish(&c, "s2", false);
         assert_eq!(o2.branch.as_deref(), Some("sbx/s2"));
+    }
+
+    #[tokio::test]
+    async fn a_kept_session_repository_is_defanged() {
+        let d = tempfile::tempdir().unwrap();
+        let host = d.path().join("host");
+        std::fs::create_dir(&host).unwrap();
+        repo_with_commit(&host);
+        let repo = discover(&host).unwrap();
+        let dest = d.path().join("s/repos/host");
+        let mut c = Checkout::plan(&repo, "host", &dest, GitMode::Isolated);
+        create(&mut c, None).await.unwrap();
+        // What a hostile agent leaves for the user's next `git status`.
+        std::fs::create_dir_all(dest.join(".git/hooks")).unwrap();
+        std::fs::write(
+            dest.join(".git/hooks/post-checkout"),
+            "#!/bin/sh\ntouch /tmp/pwned\n",
+        )
+        .unwrap();
+        git(&dest, &["config", "core.fsmonitor", "touch /tmp/pwned"]);
+        std::fs::write(dest.join("wip.txt"), "work").unwrap();
+        let o = finish(&c, "k1", false);
+        assert!(o.kept.is_some());
+        assert!(!dest.join(".git/hooks").exists());
+        let config = std::fs::read_to_string(dest.join(".git/config")).unwrap();
+        assert!(!config.contains("fsmonitor"), "{config}");
+        assert!(config.contains("https://example.com/x.git"), "{config}");
+        assert!(dest.join("wip.txt").exists());
     }
 
     #[tokio::test]
