@@ -307,6 +307,22 @@ fn a_missing_or_old_limactl_is_a_clear_error() {
         "{}",
         stderr(&o)
     );
+    // A `LIMA_HOME` too long for the instances' Unix sockets.
+    let long = lima.path().join("x".repeat(80));
+    let o = env
+        .run_as_user_with(
+            &repo,
+            &["run", "--vm", "--", "true"],
+            &[("PATH", &path), ("LIMA_HOME", long.to_str().unwrap())],
+            None,
+        )
+        .unwrap();
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("too long") && stderr(&o).contains("hint:"),
+        "{}",
+        stderr(&o)
+    );
     // No golden VM yet.
     let o = env
         .run_as_user_with(
