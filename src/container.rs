@@ -191,6 +191,18 @@ pub fn agent(i: &Inputs) -> ContainerSpec {
     }
 }
 
+/// The uid/gid the agent runs as: the user's, except that root becomes 1000 (the agent never
+/// runs as root, and sbx makes the checkouts its own).
+pub fn agent_ids() -> (u32, u32) {
+    let uid = rustix::process::getuid().as_raw();
+    let gid = rustix::process::getgid().as_raw();
+    if uid == 0 {
+        (1000, 1000)
+    } else {
+        (uid, if gid == 0 { 1000 } else { gid })
+    }
+}
+
 /// The agent's CPU limit: the setting, or up to 4, never more than the engine has.
 pub fn cpus(setting: Option<f64>, engine_cpus: u32) -> f64 {
     let engine = f64::from(engine_cpus.max(1));
@@ -262,6 +274,12 @@ mod tests {
         assert!(a.network_mode.starts_with("container:"));
         let g = gate(&inputs().gate);
         assert_eq!(g.cap_add, ["NET_ADMIN", "NET_RAW"]);
+    }
+
+    #[test]
+    fn agent_is_never_root() {
+        let (uid, _) = agent_ids();
+        assert_ne!(uid, 0);
     }
 
     #[test]

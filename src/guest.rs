@@ -111,6 +111,68 @@ pub async fn boot_session_vm(
     Ok(connect_instance(lima, &inst, cache, socket).await?)
 }
 
+/// What a session VM mounts: the session folder, what the checkouts borrow from the host
+/// repositories (read-only unless worktree mode), and `~/.claude` when it is mounted.
+pub fn session_mounts(
+    dir: &Path,
+    checkouts: &[crate::worktree::Checkout],
+    settings: &crate::config::Settings,
+) -> Vec<VmMount> {
+    let mut out = vec![VmMount {
+        path: dir.to_owned(),
+        writable: true,
+    }];
+    let mut add = |path: PathBuf, writable: bool| {
+        if !out.iter().any(|m| m.path == path) {
+            out.push(VmMount { path, writable });
+        }
+    };
+    for c in checkouts {
+        match c.mode {
+            crate::config::GitMode::Worktree => add(c.common_dir.clone(), true),
+            crate::config::GitMode::Isolated => {
+                for o in crate::worktree::object_dirs(&c.common_dir) {
+                    add(o, false);
+                }
+            }
+        }
+    }
+    if settings.claude.config == crate::config::ClaudeConfig::Mount
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        add(PathBuf::from(home).join(".claude"), true);
+    }
+    out
+}
+
+/// The golden VM's recorded fingerprint (`<cache>/vm/golden.json`).
+pub fn golden_state(vm_cache: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(vm_cache.join("golden.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("fingerprint")?.as_str().map(str::to_owned)
+}
+
+/// What the golden VM should be for these settings: its template and fingerprint.
+pub fn golden_plan(settings: &crate::config::Settings) -> anyhow::Result<(String, String)> {
+    let template = crate::vm::render_template(&settings.vm, crate::vm::default_vm_type());
+    let images: Vec<String> = crate::image::specs(settings)?
+        .into_iter()
+        .map(|s| s.fingerprint)
+        .collect();
+    let fp = crate::vm::golden_fingerprint(&template, &images);
+    Ok((template, fp))
+}
+
+pub async fn golden_is_current(
+    lima: &crate::vm::Lima,
+    vm_cache: &Path,
+    settings: &crate::config::Settings,
+) -> anyhow::Result<bool> {
+    let (_, fp) = golden_plan(settings)?;
+    Ok(golden_state(vm_cache).as_deref() == Some(fp.as_str())
+        && lima.get(crate::vm::GOLDEN).await?.is_some())
+}
+
 /// A remote host from `ssh://user@host[:port]`, with the user's own SSH key.
 pub fn remote_target(url: &str, home: &Path, cache: &Path) -> anyhow::Result<Target> {
     let rest = url

@@ -58,6 +58,15 @@ struct File {
     mode: u32,
 }
 
+/// Both images for the current settings, the agent's for the uid/gid it runs as.
+pub fn specs(settings: &Settings) -> Result<Vec<ImageSpec>, ImageError> {
+    let (uid, gid) = crate::container::agent_ids();
+    Ok(vec![
+        gate_image(settings)?,
+        agent_image(settings, uid, gid)?,
+    ])
+}
+
 /// The agent's image for a given agent uid/gid.
 pub fn agent_image(settings: &Settings, uid: u32, gid: u32) -> Result<ImageSpec, ImageError> {
     let mut files = match &settings.image.dockerfile {

@@ -112,21 +112,9 @@ impl Timings {
     }
 }
 
-/// The uid/gid the agent runs as: the user's, except that root becomes 1000 (the agent never
-/// runs as root, and sbx makes the checkouts its own).
-pub fn agent_ids() -> (u32, u32) {
-    let uid = rustix::process::getuid().as_raw();
-    let gid = rustix::process::getgid().as_raw();
-    if uid == 0 {
-        (1000, 1000)
-    } else {
-        (uid, if gid == 0 { 1000 } else { gid })
-    }
-}
-
 /// Whether sbx must hand the checkouts to the agent's uid (sbx runs as root).
 fn checkout_owner() -> Option<(u32, u32)> {
-    (rustix::process::getuid().is_root()).then(agent_ids)
+    (rustix::process::getuid().is_root()).then(container::agent_ids)
 }
 
 /// Brings the session's images up to date, building what changed.
@@ -157,15 +145,6 @@ pub async fn ensure_images(ui: &Ui, engine: &Engine, specs: &[ImageSpec]) -> any
         r?;
     }
     Ok(true)
-}
-
-/// The image specs for the current settings.
-pub fn image_specs(settings: &Settings) -> anyhow::Result<Vec<ImageSpec>> {
-    let (uid, gid) = agent_ids();
-    Ok(vec![
-        image::gate_image(settings)?,
-        image::agent_image(settings, uid, gid)?,
-    ])
 }
 
 /// What the teardown must undo; filled in before each thing is made. Also collects the phase
@@ -371,7 +350,7 @@ async fn start_and_exec(
     timings: &mut Timings,
 ) -> anyhow::Result<(i32, Vec<u8>)> {
     let settings = &req.settings;
-    let (uid, gid) = agent_ids();
+    let (uid, gid) = container::agent_ids();
     if settings.git.mode == crate::config::GitMode::Worktree && rustix::process::getuid().is_root()
     {
         return Err(crate::commands::hinted(
@@ -379,7 +358,7 @@ async fn start_and_exec(
             "use `git.mode: isolated` (the default), or run sbx as your own user",
         ));
     }
-    let specs = image_specs(settings)?;
+    let specs = image::specs(settings)?;
     write_session_files(dir, &settings.allowlist()?, &req.repos, &ctx.ui)?;
     let gate_inputs = container::GateInputs {
         session_id: id.to_owned(),
@@ -412,7 +391,7 @@ async fn start_and_exec(
 
     // Two things run in parallel: the engine side (connect, images, network, then the gate,
     // which needs nothing of the checkouts) and the checkouts.
-    let vm_mounts = vm_mounts(dir, &planned, settings);
+    let vm_mounts = crate::guest::session_mounts(dir, &planned, settings);
     let engine_side = async {
         let began = Instant::now();
         let endpoint = guest_endpoint(ctx, req, id, dir, live, &vm_mounts).await?;
@@ -788,37 +767,6 @@ async fn teardown(id: &str, live: &Shared, keep: bool) -> Vec<Outcome> {
     outcomes
 }
 
-/// What a session VM mounts: the session folder, what the checkouts borrow from the host
-/// repositories (read-only unless worktree mode), and `~/.claude` when it is mounted.
-fn vm_mounts(dir: &Path, checkouts: &[Checkout], settings: &Settings) -> Vec<crate::vm::VmMount> {
-    use crate::vm::VmMount;
-    let mut out = vec![VmMount {
-        path: dir.to_owned(),
-        writable: true,
-    }];
-    let mut add = |path: PathBuf, writable: bool| {
-        if !out.iter().any(|m| m.path == path) {
-            out.push(VmMount { path, writable });
-        }
-    };
-    for c in checkouts {
-        match c.mode {
-            crate::config::GitMode::Worktree => add(c.common_dir.clone(), true),
-            crate::config::GitMode::Isolated => {
-                for o in worktree::object_dirs(&c.common_dir) {
-                    add(o, false);
-                }
-            }
-        }
-    }
-    if settings.claude.config == ClaudeConfig::Mount
-        && let Some(home) = std::env::var_os("HOME")
-    {
-        add(PathBuf::from(home).join(".claude"), true);
-    }
-    out
-}
-
 /// The engine endpoint of this session: the local one, or a guest's Docker socket forwarded
 /// over SSH (a fresh VM for `--vm`, a remote host for `ssh://`).
 async fn guest_endpoint(
@@ -840,7 +788,7 @@ async fn guest_endpoint(
             let inst = lima.colima_start(&name, &req.settings.vm, mounts).await?;
             crate::guest::connect_instance(&lima, &inst, &vm_cache, &socket).await?
         } else {
-            if !golden_is_current(&lima, &vm_cache, &req.settings).await? {
+            if !crate::guest::golden_is_current(&lima, &vm_cache, &req.settings).await? {
                 return Err(crate::vm::VmError::GoldenStale.into());
             }
             with(live, |l| l.vm = Some((lima.clone(), name.clone())));
@@ -858,34 +806,6 @@ async fn guest_endpoint(
         return Ok(endpoint);
     }
     Ok(req.endpoint.clone())
-}
-
-/// The golden VM's recorded fingerprint (`<cache>/vm/golden.json`).
-pub fn golden_state(vm_cache: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(vm_cache.join("golden.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v.get("fingerprint")?.as_str().map(str::to_owned)
-}
-
-/// What the golden VM should be for these settings: its template and fingerprint.
-pub fn golden_plan(settings: &Settings) -> anyhow::Result<(String, String)> {
-    let template = crate::vm::render_template(&settings.vm, crate::vm::default_vm_type());
-    let images: Vec<String> = image_specs(settings)?
-        .into_iter()
-        .map(|s| s.fingerprint)
-        .collect();
-    let fp = crate::vm::golden_fingerprint(&template, &images);
-    Ok((template, fp))
-}
-
-async fn golden_is_current(
-    lima: &crate::vm::Lima,
-    vm_cache: &Path,
-    settings: &Settings,
-) -> anyhow::Result<bool> {
-    let (_, fp) = golden_plan(settings)?;
-    Ok(golden_state(vm_cache).as_deref() == Some(fp.as_str())
-        && lima.get(crate::vm::GOLDEN).await?.is_some())
 }
 
 /// What `sbx gc` did.
@@ -1032,11 +952,5 @@ mod tests {
         assert!(t.contains("name = \"Ada \\\"L\\\"\""));
         assert!(t.contains("gpgsign = false"));
         assert!(t.contains("insteadOf = git@github.com:"));
-    }
-
-    #[test]
-    fn agent_is_never_root() {
-        let (uid, _) = agent_ids();
-        assert_ne!(uid, 0);
     }
 }

@@ -67,7 +67,7 @@ pub async fn run(
                 detail: format!("Docker {version} at {endpoint}"),
                 hint: None,
             });
-            match session::image_specs(&settings) {
+            match crate::image::specs(&settings) {
                 Ok(specs) => {
                     for s in specs {
                         let fp = engine.image_fingerprint(&s.tag).await.ok().flatten();
@@ -93,8 +93,8 @@ pub async fn run(
                 Err(e) => checks.push(Check {
                     name: "images",
                     ok: false,
-                    detail: format!("{e:#}"),
-                    hint: e.chain().find_map(super::hint_for),
+                    detail: e.to_string(),
+                    hint: super::hint_for(&e),
                 }),
             }
         }
@@ -107,7 +107,7 @@ pub async fn run(
     }
     let vm = match crate::vm::Lima::locate(&ctx.dirs.home, settings.vm.provider).await {
         Ok(lima) => {
-            let golden = session::golden_state(&ctx.dirs.cache.join("vm")).is_some()
+            let golden = crate::guest::golden_state(&ctx.dirs.cache.join("vm")).is_some()
                 && lima.get(crate::vm::GOLDEN).await.ok().flatten().is_some();
             Check {
                 name: "vm mode",
@@ -155,7 +155,7 @@ pub async fn run(
 /// `sbx doctor --leaks`: see the `leaks` module.
 async fn leaks(ctx: &Context, settings: Settings, endpoint: &str) -> anyhow::Result<i32> {
     let engine = Engine::connect(endpoint).await?;
-    session::ensure_images(&ctx.ui, &engine, &session::image_specs(&settings)?).await?;
+    session::ensure_images(&ctx.ui, &engine, &crate::image::specs(&settings)?).await?;
     let tag = crate::state::new_id();
     let net = format!("sbx-doctor-{tag}");
     let target = format!("{net}-target");

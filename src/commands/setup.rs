@@ -19,7 +19,7 @@ pub async fn run(
     if args.vm {
         return golden(ctx, &settings).await;
     }
-    let specs = session::image_specs(&settings)?;
+    let specs = crate::image::specs(&settings)?;
     let engine = Engine::connect(&super::endpoint(ctx, &settings, docker_host)).await?;
     let built = session::ensure_images(&ctx.ui, &engine, &specs).await?;
     if !built {
@@ -40,9 +40,10 @@ async fn golden(ctx: &Context, settings: &Settings) -> anyhow::Result<i32> {
     let lima = Lima::locate(&ctx.dirs.home, settings.vm.provider).await?;
     let cache = ctx.dirs.cache.join("vm");
     crate::state::create_private_dir(&cache)?;
-    let (template, fingerprint) = session::golden_plan(settings)?;
+    let (template, fingerprint) = crate::guest::golden_plan(settings)?;
     let existing = lima.get(vm::GOLDEN).await?;
-    if existing.is_some() && session::golden_state(&cache).as_deref() == Some(fingerprint.as_str())
+    if existing.is_some()
+        && crate::guest::golden_state(&cache).as_deref() == Some(fingerprint.as_str())
     {
         ctx.ui.info("the golden VM is up to date");
         return Ok(0);
@@ -121,7 +122,7 @@ async fn build_golden(
     // A new login picks up the docker group membership provisioning added.
     let guest = crate::guest::connect_instance(lima, &inst, cache, &socket).await?;
     let engine = Engine::connect(&guest.endpoint()).await?;
-    session::ensure_images(&ctx.ui, &engine, &session::image_specs(settings)?).await?;
+    session::ensure_images(&ctx.ui, &engine, &crate::image::specs(settings)?).await?;
     guest.close();
 
     bar.phase(5, PHASES, "stopping");
