@@ -257,6 +257,7 @@ pub async fn run(ctx: &Context, req: RunRequest) -> anyhow::Result<RunOutcome> {
         }
     };
     timings.record("teardown", began);
+    return_claude_json(&ctx.dirs.home, &dir);
     record.outcomes = outcomes;
     record.phase = Phase::Finished;
     record.ended = Some(state::now());
@@ -458,8 +459,9 @@ async fn start_and_exec(
     record.save(dir)?;
 
     // The agent joins the gate's namespace while the gate loads the firewall.
+    let remote = req.vm.is_some() || req.endpoint.starts_with("ssh://");
     let claude = match settings.claude.config {
-        ClaudeConfig::Mount => claude_files(&ctx.dirs.home).ok(),
+        ClaudeConfig::Mount => claude_files(&ctx.dirs.home, remote.then_some(dir)).ok(),
         ClaudeConfig::None => None,
     };
     if let Some(c) = settings.resources.cpus.filter(|c| *c > f64::from(ncpu)) {
@@ -621,14 +623,39 @@ async fn wait_for_gate(
 
 /// `~/.claude/` and `~/.claude.json`, created when missing so the engine does not make a folder
 /// where a file belongs.
-fn claude_files(home: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
+/// A guest (VM or remote host) sees only mounted folders, so there `~/.claude.json` is a copy in
+/// the session folder, brought back at the end ([`return_claude_json`]).
+fn claude_files(home: &Path, session_dir: Option<&Path>) -> std::io::Result<(PathBuf, PathBuf)> {
     let dir = home.join(".claude");
     let json = home.join(".claude.json");
     std::fs::create_dir_all(&dir)?;
     if !json.exists() {
         std::fs::write(&json, "{}\n")?;
     }
-    Ok((dir, json))
+    match session_dir {
+        Some(s) => {
+            let copy = s.join("home/claude.json");
+            if let Some(p) = copy.parent() {
+                std::fs::create_dir_all(p)?;
+            }
+            std::fs::copy(&json, &copy)?;
+            Ok((dir, copy))
+        }
+        None => Ok((dir, json)),
+    }
+}
+
+/// Copies a guest session's `~/.claude.json` back when the agent changed it.
+fn return_claude_json(home: &Path, session_dir: &Path) {
+    let copy = session_dir.join("home/claude.json");
+    let Ok(new) = std::fs::read(&copy) else {
+        return;
+    };
+    let host = home.join(".claude.json");
+    if std::fs::read(&host).ok().as_deref() != Some(new.as_slice()) {
+        let _ = std::fs::write(&host, new);
+    }
+    let _ = std::fs::remove_file(copy);
 }
 
 /// The files the gate and the agent mount: the firewall plan, the agent's resolver, the logs,

@@ -99,7 +99,6 @@ fn a_vm_session_runs_in_a_guest_over_ssh_and_leaves_nothing_but_kept_work() {
         ("SBX_IMAGE_DOCKERFILE", df.display().to_string()),
         ("SBX_IMAGE_TAG", "sbxtest-vm-agent:latest".into()),
         ("SBX_TOKEN_STORE", "file".into()),
-        ("SBX_CLAUDE_CONFIG", "none".into()),
     ];
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     // The images a golden VM holds, built on this machine's engine (the same fingerprints as the
@@ -140,6 +139,7 @@ ip=$(printf '%d.%d.%d.%d' 0x${gw:6:2} 0x${gw:4:2} 0x${gw:2:2} 0x${gw:0:2})
 (exec 3<>/dev/tcp/$ip/80) 2>/dev/null && echo escaped || echo blocked
 getent hosts example.com >/dev/null && echo resolved || echo nxdomain
 echo wip > /workspace/app/wip.txt
+echo '{"inside":true}' > /home/agent/.claude.json
 exit 7"#;
     let o = env
         .run_as_user_with(
@@ -158,6 +158,11 @@ exit 7"#;
         stderr(&o)
     );
     let id = session_ids(&env).into_iter().next().unwrap();
+    // Claude's settings file came back from the guest.
+    assert_eq!(
+        std::fs::read_to_string(env.home().join(".claude.json")).unwrap(),
+        "{\"inside\":true}\n"
+    );
     // The refusal was the firewall's, logged inside the guest's gate.
     let log = env
         .run_as_user_with(&repo, &["log", &id, "--json"], &vars, None)
