@@ -7,61 +7,6 @@ use std::process::Stdio;
 
 use common::*;
 
-const PY: &str = r#"
-import socket, struct, sys, time, urllib.request
-def http(url):
-    try:
-        return urllib.request.urlopen(url, timeout=5).read().decode().strip()
-    except Exception as e:
-        return "error"
-def resolve(name):
-    try:
-        return socket.gethostbyname(name)
-    except OSError:
-        return "nxdomain"
-def query(name, qtype=1):
-    q = struct.pack(">HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0)
-    for l in name.split("."):
-        q += bytes([len(l)]) + l.encode()
-    return q + b"\x00" + struct.pack(">HH", qtype, 1)
-def rcode(resp):
-    return resp[3] & 0x0f
-def udp(server, name, qtype=1):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
-    try:
-        s.sendto(query(name, qtype), (server, 53)); return rcode(s.recv(4096))
-    except OSError as e:
-        return "error"
-def tcp(server, name, qtype=1):
-    s = socket.socket(); s.settimeout(3)
-    try:
-        s.connect((server, 53)); q = query(name, qtype)
-        s.sendall(struct.pack(">H", len(q)) + q); s.recv(2); return rcode(s.recv(4096))
-    except OSError:
-        return "error"
-"#;
-
-fn py(body: &str) -> Vec<String> {
-    vec!["python3".into(), "-c".into(), format!("{PY}\n{body}")]
-}
-
-fn line<'a>(out: &'a str, key: &str) -> &'a str {
-    out.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("no `{key}=` in:\n{out}"))
-}
-
-fn run_args(net: &TestNet, allow: &[&str], cmd: Vec<String>) -> Vec<String> {
-    let mut args: Vec<String> = vec!["run".into(), "--network".into(), net.name.clone()];
-    for a in allow {
-        args.push("--allow".into());
-        args.push((*a).into());
-    }
-    args.push("--".into());
-    args.extend(cmd);
-    args
-}
-
 /// A DNS server of the test's own (dnsmasq) that logs every query it receives and answers
 /// from a hosts file the test can rewrite.
 fn dns_server(net: &mut TestNet, env: &Env, hosts: &str) -> (String, String, std::path::PathBuf) {
@@ -126,7 +71,7 @@ fn wildcards_match_subdomains_and_not_look_alikes() {
 for n in ["a.wild.test", "b.c.wild.test", "evil-wild.test", "wild.test.evil.test"]:
     print("%s=%s %s" % (n, resolve(n) != "nxdomain", http("http://%s/" % n)))
 "#;
-    let args = run_args(&net, &["*.wild.test"], py(body));
+    let args = network_run_args(&net, &["*.wild.test"], python(body));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = env.run(&repo, &args);
     assert_ok(&o);
@@ -160,7 +105,7 @@ for _ in range(300):
 print("second=%s %s" % (resolve("rotating.test"), http("http://rotating.test/")), flush=True)
 "#
     );
-    let args = run_args(&net, &["rotating.test"], py(&body));
+    let args = network_run_args(&net, &["rotating.test"], python(&body));
     let mut cmd = env.sbx();
     cmd.current_dir(&repo).env("SBX_DNS", &dns_ip).args(&args);
     let (child, _) = spawn_session(&env, cmd, &["test", "-e", "/tmp/phase1"]);
@@ -199,19 +144,19 @@ fn no_query_for_a_non_allowlisted_name_reaches_the_upstream() {
         r#"
 names = ["leak-udp.example", "leak-tcp.example", "{long}.leak.example", "{many}.leak.example",
          "sub.ok.test", "leak-txt.example", "leak-any.example", "leak-aaaa.example"]
-print("udp=%s" % udp("127.0.0.1", names[0]))
-print("tcp=%s" % tcp("127.0.0.1", names[1]))
-print("long=%s" % udp("127.0.0.1", names[2]))
-print("many=%s" % udp("127.0.0.1", names[3]))
-print("sub=%s" % udp("127.0.0.1", names[4]))
-print("txt=%s" % tcp("127.0.0.1", names[5], 16))
-print("any=%s" % udp("127.0.0.1", names[6], 255))
-print("aaaa=%s" % udp("127.0.0.1", names[7], 28))
-print("engine=%s" % udp("127.0.0.11", "leak-engine.example"))
+print("udp=%s" % rcode_udp("127.0.0.1", names[0]))
+print("tcp=%s" % rcode_tcp("127.0.0.1", names[1]))
+print("long=%s" % rcode_udp("127.0.0.1", names[2]))
+print("many=%s" % rcode_udp("127.0.0.1", names[3]))
+print("sub=%s" % rcode_udp("127.0.0.1", names[4]))
+print("txt=%s" % rcode_tcp("127.0.0.1", names[5], 16))
+print("any=%s" % rcode_udp("127.0.0.1", names[6], 255))
+print("aaaa=%s" % rcode_udp("127.0.0.1", names[7], 28))
+print("engine=%s" % rcode_udp("127.0.0.11", "leak-engine.example"))
 print("ok=%s" % resolve("ok.test"))
 "#
     );
-    let args = run_args(&net, &["ok.test"], py(&body));
+    let args = network_run_args(&net, &["ok.test"], python(&body));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = env
         .sbx()
@@ -254,7 +199,7 @@ print(resolve("denied-one.example"), resolve("denied-one.example"), resolve("hid
 print(http("http://{ip}/"))
 "#
     );
-    let args = run_args(&net, &[], py(&body));
+    let args = network_run_args(&net, &[], python(&body));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = env.run(&repo, &args);
     assert_ok(&o);
@@ -308,7 +253,7 @@ for _ in range(300):
     time.sleep(0.1)
 print("after=" + r)
 "#;
-    let args = run_args(&net, &[], py(body));
+    let args = network_run_args(&net, &[], python(body));
     let mut cmd = env.sbx();
     cmd.current_dir(&repo).args(&args);
     let (child, id) = spawn_session(&env, cmd, &["test", "-e", "/tmp/phase1"]);

@@ -6,66 +6,9 @@ mod common;
 
 use common::*;
 
-/// Python run inside the sandbox; prints one `name=result` line per probe.
-const PROBE: &str = r#"
-import socket, sys, time, errno, struct, urllib.request
-def tcp(host, port, v6=False):
-    fam = socket.AF_INET6 if v6 else socket.AF_INET
-    s = socket.socket(fam, socket.SOCK_STREAM); s.settimeout(5)
-    t = time.time()
-    try:
-        s.connect((host, port)); return "open", time.time() - t
-    except socket.timeout:
-        return "timeout", time.time() - t
-    except OSError as e:
-        return errno.errorcode.get(e.errno, str(e.errno)), time.time() - t
-def http(url):
-    try:
-        return urllib.request.urlopen(url, timeout=5).read().decode().strip()
-    except Exception as e:
-        return "error:" + type(e).__name__ + ":" + str(getattr(e, "reason", e))
-def dns_query(name):
-    q = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0)
-    for l in name.split("."):
-        q += bytes([len(l)]) + l.encode()
-    return q + b"\x00\x00\x01\x00\x01"
-def dns_udp(server, name):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
-    try:
-        s.sendto(dns_query(name), (server, 53)); s.recv(512); return "answered"
-    except socket.timeout:
-        return "timeout"
-    except OSError as e:
-        return errno.errorcode.get(e.errno, str(e.errno))
-def dns_tcp(server, name):
-    s = socket.socket(); s.settimeout(3)
-    try:
-        s.connect((server, 53)); q = dns_query(name)
-        s.sendall(struct.pack(">H", len(q)) + q); s.recv(512); return "answered"
-    except socket.timeout:
-        return "timeout"
-    except OSError as e:
-        return errno.errorcode.get(e.errno, str(e.errno))
-def resolve(name):
-    try:
-        return socket.gethostbyname(name)
-    except OSError:
-        return "nxdomain"
-"#;
-
-fn probe_cmd(body: &str) -> Vec<String> {
-    vec!["python3".into(), "-c".into(), format!("{PROBE}\n{body}")]
-}
-
 fn run_in_sandbox(env: &Env, net: &TestNet, allow: &[&str], body: &str) -> String {
     let repo = env.repo("app");
-    let mut args: Vec<String> = vec!["run".into(), "--network".into(), net.name.clone()];
-    for a in allow {
-        args.push("--allow".into());
-        args.push((*a).into());
-    }
-    args.push("--".into());
-    args.extend(probe_cmd(body));
+    let args = network_run_args(net, allow, python(body));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = env.run(&repo, &args);
     assert_ok(&o);
@@ -75,15 +18,9 @@ fn run_in_sandbox(env: &Env, net: &TestNet, allow: &[&str], body: &str) -> Strin
 /// The same probes from a plain container on the test network (proves a path is real).
 fn run_outside(net: &TestNet, body: &str) -> String {
     let mut args = vec!["run", "--rm", "--network", &net.name, "sbx-sandbox:latest"];
-    let cmd = probe_cmd(body);
+    let cmd = python(body);
     args.extend(cmd.iter().map(String::as_str));
     docker_ok(&args)
-}
-
-fn line<'a>(out: &'a str, key: &str) -> &'a str {
-    out.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("no `{key}=` in:\n{out}"))
 }
 
 #[test]

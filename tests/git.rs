@@ -15,12 +15,6 @@ fn snapshot(repo: &Path) -> (String, String) {
     )
 }
 
-fn only_session(env: &Env) -> String {
-    let ids = session_ids(env);
-    assert_eq!(ids.len(), 1, "{ids:?}");
-    ids[0].clone()
-}
-
 #[test]
 fn nothing_inside_can_damage_the_host_repository() {
     require_docker!();

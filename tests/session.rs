@@ -7,12 +7,6 @@ use std::process::Stdio;
 
 use common::*;
 
-fn only_session(env: &Env) -> String {
-    let ids = session_ids(env);
-    assert_eq!(ids.len(), 1, "sessions: {ids:?}");
-    ids[0].clone()
-}
-
 #[test]
 fn exit_code_and_output_come_back_and_stdin_works_without_a_tty() {
     require_docker!();

@@ -28,6 +28,29 @@ fn lima_home() -> tempfile::TempDir {
     d
 }
 
+/// The stand-in guest's image (Debian, sshd, Docker Engine).
+fn build_guest_image() {
+    docker_ok(&[
+        "build",
+        "-q",
+        "-t",
+        "sbxtest-guest:latest",
+        support().join("guest").to_str().unwrap(),
+    ]);
+}
+
+/// A small agent Dockerfile (loading it into a guest's engine is quick); its folder.
+fn small_agent_image(env: &Env) -> PathBuf {
+    let df = env.home().join("agent-image");
+    std::fs::create_dir_all(&df).unwrap();
+    std::fs::write(
+        df.join("Dockerfile"),
+        "FROM debian:trixie-slim\nARG AGENT_UID\nARG AGENT_GID\n",
+    )
+    .unwrap();
+    df
+}
+
 struct Cleanup {
     prefix: String,
 }
@@ -58,25 +81,12 @@ fn a_vm_session_runs_in_a_guest_over_ssh_and_leaves_nothing_but_kept_work() {
         return;
     }
     ensure_images();
-    docker_ok(&[
-        "build",
-        "-q",
-        "-t",
-        "sbxtest-guest:latest",
-        support().join("guest").to_str().unwrap(),
-    ]);
+    build_guest_image();
 
     let env = Env::new();
     let _g = SessionGuard { env: &env };
     let repo = env.repo("app");
-    // A small agent image keeps loading it into the guest's engine quick.
-    let df = env.home().join("agent-image");
-    std::fs::create_dir_all(&df).unwrap();
-    std::fs::write(
-        df.join("Dockerfile"),
-        "FROM debian:trixie-slim\nARG AGENT_UID\nARG AGENT_GID\n",
-    )
-    .unwrap();
+    let df = small_agent_image(&env);
     let lima = lima_home();
     let prefix = format!("limatest-{}", std::process::id());
     let _c = Cleanup {
@@ -380,22 +390,10 @@ fn docker_host_over_ssh_drives_a_remote_engine() {
         return;
     }
     ensure_images();
-    docker_ok(&[
-        "build",
-        "-q",
-        "-t",
-        "sbxtest-guest:latest",
-        support().join("guest").to_str().unwrap(),
-    ]);
+    build_guest_image();
     let env = Env::new();
     let repo = env.repo("app");
-    let df = env.home().join("agent-image");
-    std::fs::create_dir_all(&df).unwrap();
-    std::fs::write(
-        df.join("Dockerfile"),
-        "FROM debian:trixie-slim\nARG AGENT_UID\nARG AGENT_GID\n",
-    )
-    .unwrap();
+    let df = small_agent_image(&env);
     let key = env.home().join("id_ed25519");
     let o = std::process::Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])

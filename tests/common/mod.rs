@@ -451,3 +451,38 @@ pub fn send_signal(pid: u32, sig: i32) {
         .success();
     assert!(ok, "kill -{sig} {pid} failed");
 }
+
+/// The probes tests run inside the sandbox (`tests/support/probes.py`).
+pub const PROBES: &str = include_str!("../support/probes.py");
+
+/// `python3 -c` with the probes and then `body`.
+pub fn python(body: &str) -> Vec<String> {
+    vec!["python3".into(), "-c".into(), format!("{PROBES}\n{body}")]
+}
+
+/// The value of a `key=value` line of a probe's output.
+pub fn line<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no `{key}=` in:\n{out}"))
+}
+
+/// `sbx run --network NET --allow ... -- CMD`.
+pub fn network_run_args(net: &TestNet, allow: &[&str], cmd: Vec<String>) -> Vec<String> {
+    let mut args: Vec<String> = vec!["run".into(), "--network".into(), net.name.clone()];
+    for a in allow {
+        args.push("--allow".into());
+        args.push((*a).into());
+    }
+    args.push("--".into());
+    args.extend(cmd);
+    args
+}
+
+/// Asserts there is exactly one session under this HOME and returns its id.
+#[track_caller]
+pub fn only_session(env: &Env) -> String {
+    let ids = session_ids(env);
+    assert_eq!(ids.len(), 1, "sessions: {ids:?}");
+    ids[0].clone()
+}
