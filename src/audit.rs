@@ -155,13 +155,28 @@ impl Summary {
         self.denied_names.is_empty() && self.refused.is_empty()
     }
 
-    /// The `.sbx.yaml` lines that would allow the denied names.
-    pub fn allow_lines(&self) -> String {
+    /// The denied names that may be suggested as allowlist entries: plain host names only (the
+    /// agent chooses what it looks up; `0.0.0.0/0:443` is a valid DNS question).
+    pub fn suggestible(&self) -> Vec<&str> {
+        self.denied_names
+            .keys()
+            .map(String::as_str)
+            .filter(|n| crate::text::is_host_name(n))
+            .collect()
+    }
+
+    /// The `.sbx.yaml` lines that would allow the denied names, or `None` when none may be
+    /// suggested.
+    pub fn allow_lines(&self) -> Option<String> {
+        let names = self.suggestible();
+        if names.is_empty() {
+            return None;
+        }
         let mut out = String::from("allow:\n");
-        for name in self.denied_names.keys() {
+        for name in names {
             out.push_str(&format!("  - {name}\n"));
         }
-        out
+        Some(out)
     }
 
     /// A few lines for stderr at the end of a session.
@@ -171,11 +186,8 @@ impl Summary {
                 .iter()
                 .take(8)
                 .map(|(k, n)| {
-                    if *n > 1 {
-                        format!("{k} (x{n})")
-                    } else {
-                        k.clone()
-                    }
+                    let k = crate::text::printable(k);
+                    if *n > 1 { format!("{k} (x{n})") } else { k }
                 })
                 .collect();
             if m.len() > 8 {
@@ -190,9 +202,9 @@ impl Summary {
         if !self.refused.is_empty() {
             out.push_str(&format!("  connections refused: {}\n", list(&self.refused)));
         }
-        if !self.denied_names.is_empty() {
+        if let Some(lines) = self.allow_lines() {
             out.push_str("  to allow the names, add to `.sbx.yaml`:\n");
-            for l in self.allow_lines().lines() {
+            for l in lines.lines() {
                 out.push_str(&format!("    {l}\n"));
             }
         }
@@ -262,8 +274,24 @@ Nov 27 09:02:42 sbx-da8ee4a5 sbx-refused IN= OUT=eth0 MAC= SRC=172.24.0.2 DST=10
         assert_eq!(s.denied_names.get("evil.example"), Some(&2));
         assert!(!s.denied_names.keys().any(|k| k.ends_with("arpa")));
         assert_eq!(s.refused.get("10.1.2.3:443/tcp"), Some(&2));
-        assert_eq!(s.allow_lines(), "allow:\n  - evil.example\n");
+        assert_eq!(s.allow_lines().unwrap(), "allow:\n  - evil.example\n");
         insta::assert_snapshot!(s.render());
         assert!(Audit::default().summary().is_empty());
+    }
+
+    #[test]
+    fn hostile_names_are_shown_escaped_and_never_suggested() {
+        let mut s = Summary::default();
+        for n in ["0.0.0.0/0:443", "red\x1b[31m.example", "ok.example"] {
+            s.denied_names.insert(n.to_owned(), 1);
+        }
+        assert_eq!(s.allow_lines().unwrap(), "allow:\n  - ok.example\n");
+        let r = s.render();
+        assert!(!r.contains('\x1b'), "{r}");
+        assert!(r.contains("red\\x1b[31m.example"), "{r}");
+        assert!(!r.contains("- 0.0.0.0/0:443"), "{r}");
+        s.denied_names.remove("ok.example");
+        assert_eq!(s.allow_lines(), None);
+        assert!(!s.render().contains("add to"));
     }
 }

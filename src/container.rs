@@ -19,7 +19,7 @@ pub const OWNER_LABEL: &str = "dev.sbx.owner";
 pub const AGENT_HOME: &str = "/home/agent";
 
 /// One container to create.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ContainerSpec {
     pub name: String,
     pub image: String,
@@ -44,6 +44,10 @@ pub struct ContainerSpec {
     pub pids_limit: i64,
     pub init: bool,
     pub working_dir: Option<String>,
+    /// The image's filesystem is read-only; only mounts and `tmpfs` are writable.
+    pub read_only_rootfs: bool,
+    /// In-memory filesystems: container path to mount options (size, mode, owner).
+    pub tmpfs: BTreeMap<String, String>,
 }
 
 /// What the gate's plan depends on (nothing of the checkouts, so it can start early).
@@ -68,8 +72,9 @@ pub struct Inputs {
     pub gid: u32,
     /// Checkout mounts (`/workspace/<name>` and what git needs).
     pub mounts: Vec<Mount>,
-    /// `~/.claude` and `~/.claude.json` on the host, when mounting is on.
-    pub claude: Option<(PathBuf, PathBuf)>,
+    /// The session's copy of the user's Claude configuration (`claude::prepare`), mounted as
+    /// the agent's `~/.claude`, when it is on.
+    pub claude: Option<PathBuf>,
     pub cpus: f64,
     pub memory: u64,
     pub pids: i64,
@@ -104,6 +109,15 @@ pub fn gitconfig_path(session_dir: &Path) -> PathBuf {
     session_dir.join("home/gitconfig")
 }
 
+/// The agent's `/etc/passwd` and `/etc/group` ([`passwd`], [`group`]).
+pub fn passwd_path(session_dir: &Path) -> PathBuf {
+    session_dir.join("home/passwd")
+}
+
+pub fn group_path(session_dir: &Path) -> PathBuf {
+    session_dir.join("home/group")
+}
+
 pub fn labels(session_id: &str, owner: &str, role: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (SESSION_LABEL.to_owned(), session_id.to_owned()),
@@ -120,8 +134,16 @@ fn bind(host: impl Into<PathBuf>, container: &str, read_only: bool) -> Mount {
     }
 }
 
-/// The gate: root, but holding only NET_ADMIN and NET_RAW (firewall, ipsets, NFLOG), never
-/// running agent code. It owns the network namespace so the agent never needs those powers.
+/// The gate: root, but holding only NET_ADMIN and NET_RAW (firewall, ipsets, NFLOG) and
+/// NET_BIND_SERVICE (the DNS filter's port 53), never running agent code. It owns the network
+/// namespace so the agent never needs those powers.
+///
+/// Its privileges are capabilities of its own, never settings of the namespace: the agent shares
+/// the namespace, so a namespace-wide `net.ipv4.ip_unprivileged_port_start=0` would let the agent
+/// bind port 53 on the engine resolver's address and answer the filter's upstream queries itself
+/// (putting any address into the allowed sets), or bind beside the filter and take its queries.
+/// Docker (20.10 and later) sets exactly that by default for every container's namespace, so the
+/// gate sets it back to the kernel's 1024: below that, only a capability may bind.
 pub fn gate(i: &GateInputs) -> ContainerSpec {
     ContainerSpec {
         name: gate_name(&i.session_id),
@@ -133,28 +155,38 @@ pub fn gate(i: &GateInputs) -> ContainerSpec {
             bind(gate_dir(&i.session_dir), GATE_CONF_DIR, true),
             bind(log_dir(&i.session_dir), GATE_LOG_DIR, false),
         ],
-        cap_add: vec!["NET_ADMIN".into(), "NET_RAW".into()],
+        cap_add: vec![
+            "NET_ADMIN".into(),
+            "NET_BIND_SERVICE".into(),
+            "NET_RAW".into(),
+        ],
         cap_drop: vec!["ALL".into()],
         security_opt: vec!["no-new-privileges:true".into()],
         network_mode: i.network.clone(),
         hostname: Some(format!("sbx-{}", i.session_id)),
         aliases: Vec::new(),
         dns: i.dns.iter().map(ToString::to_string).collect(),
-        // The DNS filter binds port 53 without CAP_NET_BIND_SERVICE.
         sysctls: BTreeMap::from([(
             "net.ipv4.ip_unprivileged_port_start".to_owned(),
-            "0".to_owned(),
+            "1024".to_owned(),
         )]),
         memory: Some(128 << 20),
         nano_cpus: Some(500_000_000),
         pids_limit: 64,
         init: true,
         working_dir: None,
+        read_only_rootfs: false,
+        tmpfs: BTreeMap::new(),
     }
 }
 
 /// The agent: the host user's uid/gid (never root), no capability at all, no way to gain one,
 /// limits that fit the engine, and the gate's network namespace.
+///
+/// Its image's filesystem is read-only, so the agent cannot fill the engine's disk through the
+/// container's writable layer (most storage drivers cannot bound its size): what it may write
+/// is its checkouts, its Claude configuration copy, and scratch space in memory (home, `/tmp`),
+/// each sized to the memory limit, whose cgroup bounds them all together.
 pub fn agent(i: &Inputs) -> ContainerSpec {
     let g = &i.gate;
     let mut mounts = i.mounts.clone();
@@ -164,10 +196,24 @@ pub fn agent(i: &Inputs) -> ContainerSpec {
         true,
     ));
     mounts.push(bind(gitconfig_path(&g.session_dir), "/etc/gitconfig", true));
-    if let Some((dir, json)) = &i.claude {
+    // The agent's account comes from sbx, not the image, so one image serves every uid.
+    mounts.push(bind(passwd_path(&g.session_dir), "/etc/passwd", true));
+    mounts.push(bind(group_path(&g.session_dir), "/etc/group", true));
+    if let Some(dir) = &i.claude {
         mounts.push(bind(dir, &format!("{AGENT_HOME}/.claude"), false));
-        mounts.push(bind(json, &format!("{AGENT_HOME}/.claude.json"), false));
     }
+    let scratch = |mode: &str| {
+        format!(
+            "rw,exec,nosuid,nodev,size={},mode={mode},uid={},gid={}",
+            i.memory, i.uid, i.gid
+        )
+    };
+    let tmpfs = BTreeMap::from([
+        (AGENT_HOME.to_owned(), scratch("0700")),
+        ("/tmp".to_owned(), scratch("1777")),
+        ("/var/tmp".to_owned(), scratch("1777")),
+        ("/workspace".to_owned(), scratch("0755")),
+    ]);
     ContainerSpec {
         name: agent_name(&g.session_id),
         image: i.agent_image.clone(),
@@ -188,19 +234,23 @@ pub fn agent(i: &Inputs) -> ContainerSpec {
         pids_limit: i.pids,
         init: true,
         working_dir: Some(i.working_dir.clone()),
+        read_only_rootfs: true,
+        tmpfs,
     }
 }
 
-/// The uid/gid the agent runs as: the user's, except that root becomes 1000 (the agent never
-/// runs as root, and sbx makes the checkouts its own).
-pub fn agent_ids() -> (u32, u32) {
-    let uid = rustix::process::getuid().as_raw();
-    let gid = rustix::process::getgid().as_raw();
-    if uid == 0 {
-        (1000, 1000)
-    } else {
-        (uid, if gid == 0 { 1000 } else { gid })
-    }
+/// The agent's `/etc/passwd`: root, nobody and the agent at its uid/gid, home `/home/agent`.
+pub fn passwd(uid: u32, gid: u32) -> String {
+    format!(
+        "root:x:0:0:root:/root:/usr/sbin/nologin\n\
+         agent:x:{uid}:{gid}:sbx agent:{AGENT_HOME}:/bin/bash\n\
+         nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    )
+}
+
+/// The agent's `/etc/group`.
+pub fn group(gid: u32) -> String {
+    format!("root:x:0:\nagent:x:{gid}:\nnogroup:x:65534:\n")
 }
 
 /// The agent's CPU limit: the setting, or up to 4, never more than the engine has.
@@ -243,7 +293,7 @@ mod tests {
                     read_only: true,
                 },
             ],
-            claude: Some(("/home/u/.claude".into(), "/home/u/.claude.json".into())),
+            claude: Some("/home/u/.cache/sbx/sessions/abc123/claude".into()),
             cpus: 2.0,
             memory: 4 << 30,
             pids: 4096,
@@ -273,13 +323,39 @@ mod tests {
         assert!(!a.user.starts_with("0:"));
         assert!(a.network_mode.starts_with("container:"));
         let g = gate(&inputs().gate);
-        assert_eq!(g.cap_add, ["NET_ADMIN", "NET_RAW"]);
+        assert_eq!(g.cap_add, ["NET_ADMIN", "NET_BIND_SERVICE", "NET_RAW"]);
     }
 
     #[test]
-    fn agent_is_never_root() {
-        let (uid, _) = agent_ids();
-        assert_ne!(uid, 0);
+    fn the_agent_writes_only_mounts_and_bounded_scratch() {
+        let a = agent(&inputs());
+        assert!(a.read_only_rootfs);
+        for (path, opts) in &a.tmpfs {
+            assert!(
+                opts.contains(&format!("size={}", 4u64 << 30)) && opts.contains("uid=501"),
+                "{path}: {opts}"
+            );
+        }
+        assert!(a.tmpfs.contains_key(AGENT_HOME) && a.tmpfs.contains_key("/tmp"));
+    }
+
+    #[test]
+    fn the_gate_leaves_low_ports_privileged() {
+        // A namespace-wide setting applies to the agent too (it shares the namespace); the
+        // engine's default would open every port to it.
+        assert_eq!(
+            gate(&inputs().gate).sysctls,
+            BTreeMap::from([(
+                "net.ipv4.ip_unprivileged_port_start".to_owned(),
+                "1024".to_owned()
+            )])
+        );
+    }
+
+    #[test]
+    fn the_agent_account_has_the_agent_ids() {
+        assert!(passwd(501, 20).contains("agent:x:501:20:"));
+        assert!(group(20).contains("agent:x:20:"));
     }
 
     #[test]

@@ -494,6 +494,8 @@ impl Engine {
             pids_limit: Some(spec.pids_limit),
             init: Some(spec.init),
             auto_remove: Some(false),
+            readonly_rootfs: Some(spec.read_only_rootfs),
+            tmpfs: (!spec.tmpfs.is_empty()).then(|| spec.tmpfs.clone().into_iter().collect()),
             ..Default::default()
         };
         let body = ContainerCreateBody {

@@ -23,6 +23,9 @@ use crate::allowlist::{Entry, Target};
 /// Where the gate finds its configuration and writes its logs (container paths).
 pub const GATE_CONF_DIR: &str = "/run/sbx/gate";
 pub const GATE_LOG_DIR: &str = "/run/sbx/log";
+/// Each of the gate's logs is cut at this size, the previous part kept as `<log>.1`, so a
+/// session's record takes at most twice this per log however much the agent does.
+pub const LOG_LIMIT_BYTES: u64 = 4 << 20;
 /// The NFLOG group refused packets are sent to (read by ulogd in the gate).
 pub const NFLOG_GROUP: u16 = 7;
 /// How long an address learned from a DNS answer stays allowed after its last lookup.
@@ -32,6 +35,8 @@ const MAX_CACHE_TTL_SECS: u32 = 300;
 /// Docker's embedded resolver: the filter's only upstream, which the agent must not use directly
 /// (user-defined networks always have it; it forwards to the engine's or `dns:` servers).
 const ENGINE_DNS: &str = "127.0.0.11";
+/// Where the DNS filter listens, the agent's only resolver.
+const FILTER_DNS: &str = "127.0.0.1";
 
 /// The files the gate loads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +88,7 @@ pub fn plan(entries: &[Entry]) -> Plan {
         ip6tables: iptables_rules(&groups, true),
         dnsmasq: dnsmasq_conf(entries),
         ulogd: ulogd_conf(),
-        agent_resolv_conf: "nameserver 127.0.0.1\noptions ndots:0\n".into(),
+        agent_resolv_conf: format!("nameserver {FILTER_DNS}\noptions ndots:0\n"),
     }
 }
 
@@ -142,12 +147,36 @@ fn iptables_rules(groups: &BTreeSet<PortGroup>, v6: bool) -> String {
         "-A INPUT -i lo -j ACCEPT".into(),
         "-A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT".into(),
     ];
-    if !v6 {
-        // The agent must resolve through the filter; the engine's resolver would answer any name
-        // and forward the query (a data channel), so only root (the filter) may use it.
+    // DNS belongs to root in this namespace: the filter (127.0.0.1:53) and the engine's resolver
+    // (127.0.0.11:53, which the filter forwards to). The agent shares the namespace, so nothing it
+    // sends may look like either of them or reach the upstream: no packet from port 53 (a forged
+    // answer), none from the upstream's address (which, sent toward the filter's query ports,
+    // would pre-create conntrack entries that route the filter's next query to the agent), none
+    // to the upstream (a resolver that answers any name), and DNS on loopback only to the filter.
+    // Binding port 53 is already impossible for it (below 1024, no capability); these rules hold
+    // even if that ever changes. They match sockets only: the kernel's own packets (a SYN-ACK
+    // or a time-wait ACK from the filter's port 53) have no owner and are not the agent's.
+    for proto in ["udp", "tcp"] {
         r.push(format!(
-            "-A OUTPUT -o lo -d {ENGINE_DNS} -m owner ! --uid-owner 0 -j SBX-REFUSE"
+            "-A OUTPUT -p {proto} --sport 53 -m owner --socket-exists ! --uid-owner 0 -j SBX-REFUSE"
         ));
+    }
+    if v6 {
+        for proto in ["udp", "tcp"] {
+            r.push(format!(
+                "-A OUTPUT -o lo -p {proto} --dport 53 -m owner --socket-exists ! --uid-owner 0 -j SBX-REFUSE"
+            ));
+        }
+    } else {
+        r.extend([
+            format!("-A OUTPUT -o lo -s {ENGINE_DNS} -m owner --socket-exists ! --uid-owner 0 -j SBX-REFUSE"),
+            format!("-A OUTPUT -o lo -d {ENGINE_DNS} -m owner --socket-exists ! --uid-owner 0 -j SBX-REFUSE"),
+        ]);
+        for proto in ["udp", "tcp"] {
+            r.push(format!(
+                "-A OUTPUT -o lo -p {proto} --dport 53 ! -d {FILTER_DNS} -m owner --socket-exists ! --uid-owner 0 -j SBX-REFUSE"
+            ));
+        }
     }
     r.extend([
         "-A OUTPUT -o lo -j ACCEPT".to_owned(),
@@ -218,7 +247,7 @@ fn dnsmasq_conf(entries: &[Entry]) -> String {
     };
     let mut out = format!(
         "# sbx DNS filter (generated)\n\
-         listen-address=127.0.0.1\n\
+         listen-address={FILTER_DNS}\n\
          bind-interfaces\n\
          port=53\n\
          user=root\n\

@@ -112,12 +112,9 @@ pub async fn boot_session_vm(
 }
 
 /// What a session VM mounts: the session folder, what the checkouts borrow from the host
-/// repositories (read-only unless worktree mode), and `~/.claude` when it is mounted.
-pub fn session_mounts(
-    dir: &Path,
-    checkouts: &[crate::worktree::Checkout],
-    settings: &crate::config::Settings,
-) -> Vec<VmMount> {
+/// repositories (read-only unless worktree mode). The agent's Claude configuration is a copy
+/// inside the session folder; the user's own `~/.claude` is never mounted.
+pub fn session_mounts(dir: &Path, checkouts: &[crate::worktree::Checkout]) -> Vec<VmMount> {
     let mut out = vec![VmMount {
         path: dir.to_owned(),
         writable: true,
@@ -136,11 +133,6 @@ pub fn session_mounts(
                 }
             }
         }
-    }
-    if settings.claude.config == crate::config::ClaudeConfig::Mount
-        && let Some(home) = std::env::var_os("HOME")
-    {
-        add(PathBuf::from(home).join(".claude"), true);
     }
     out
 }

@@ -58,17 +58,14 @@ struct File {
     mode: u32,
 }
 
-/// Both images for the current settings, the agent's for the uid/gid it runs as.
+/// Both images for the current settings. Neither depends on who runs sbx: the agent's account
+/// is mounted per session.
 pub fn specs(settings: &Settings) -> Result<Vec<ImageSpec>, ImageError> {
-    let (uid, gid) = crate::container::agent_ids();
-    Ok(vec![
-        gate_image(settings)?,
-        agent_image(settings, uid, gid)?,
-    ])
+    Ok(vec![gate_image(settings)?, agent_image(settings)?])
 }
 
-/// The agent's image for a given agent uid/gid.
-pub fn agent_image(settings: &Settings, uid: u32, gid: u32) -> Result<ImageSpec, ImageError> {
+/// The agent's image.
+pub fn agent_image(settings: &Settings) -> Result<ImageSpec, ImageError> {
     let mut files = match &settings.image.dockerfile {
         Some(dir) => read_context(dir)?,
         None => vec![
@@ -77,11 +74,7 @@ pub fn agent_image(settings: &Settings, uid: u32, gid: u32) -> Result<ImageSpec,
         ],
     };
     files.extend(ca_files(&settings.image.extra_ca_certs)?);
-    let build_args = BTreeMap::from([
-        ("AGENT_UID".to_owned(), uid.to_string()),
-        ("AGENT_GID".to_owned(), gid.to_string()),
-        ("BASE_IMAGE".to_owned(), settings.image.base.clone()),
-    ]);
+    let build_args = BTreeMap::from([("BASE_IMAGE".to_owned(), settings.image.base.clone())]);
     Ok(spec("sandbox", &settings.image.tag, files, build_args))
 }
 
@@ -278,18 +271,13 @@ mod tests {
     #[test]
     fn fingerprint_is_stable_and_follows_inputs() {
         let s = Settings::default();
-        let a = agent_image(&s, 1000, 1000).unwrap();
-        let b = agent_image(&s, 1000, 1000).unwrap();
+        let a = agent_image(&s).unwrap();
+        let b = agent_image(&s).unwrap();
         assert_eq!(a.fingerprint, b.fingerprint);
         assert_eq!(a.context, b.context);
-        let c = agent_image(&s, 501, 20).unwrap();
-        assert_ne!(a.fingerprint, c.fingerprint);
         let mut s2 = Settings::default();
         s2.image.base = "debian:bookworm-slim".into();
-        assert_ne!(
-            a.fingerprint,
-            agent_image(&s2, 1000, 1000).unwrap().fingerprint
-        );
+        assert_ne!(a.fingerprint, agent_image(&s2).unwrap().fingerprint);
         assert_ne!(gate_image(&s).unwrap().fingerprint, a.fingerprint);
     }
 
@@ -303,9 +291,9 @@ mod tests {
         )
         .unwrap();
         let mut s = Settings::default();
-        let plain = agent_image(&s, 1, 1).unwrap().fingerprint;
+        let plain = agent_image(&s).unwrap().fingerprint;
         s.image.extra_ca_certs = vec![bundle];
-        let img = agent_image(&s, 1, 1).unwrap();
+        let img = agent_image(&s).unwrap();
         assert_ne!(img.fingerprint, plain);
         let mut ar = tar::Archive::new(img.context.as_slice());
         let names: Vec<String> = ar
@@ -321,10 +309,7 @@ mod tests {
         let empty = d.path().join("empty.pem");
         std::fs::write(&empty, "nothing").unwrap();
         s.image.extra_ca_certs = vec![empty];
-        assert!(matches!(
-            agent_image(&s, 1, 1),
-            Err(ImageError::CaEmpty { .. })
-        ));
+        assert!(matches!(agent_image(&s), Err(ImageError::CaEmpty { .. })));
     }
 
     #[test]
@@ -333,13 +318,13 @@ mod tests {
         let mut s = Settings::default();
         s.image.dockerfile = Some(d.path().to_owned());
         assert!(matches!(
-            agent_image(&s, 1, 1),
+            agent_image(&s),
             Err(ImageError::NoDockerfile { .. })
         ));
         std::fs::write(d.path().join("Dockerfile"), "FROM x\n").unwrap();
         std::fs::write(d.path().join("big.bin"), "x").unwrap();
         std::fs::write(d.path().join(".dockerignore"), "big.bin\n").unwrap();
-        let img = agent_image(&s, 1, 1).unwrap();
+        let img = agent_image(&s).unwrap();
         let mut ar = tar::Archive::new(img.context.as_slice());
         let names: Vec<String> = ar
             .entries()

@@ -16,6 +16,8 @@ pub const PROBE_SCRIPT: &str = include_str!("../sandbox/doctor/probe.py");
 pub const ALLOWED_NAME: &str = "doctor-allowed.test";
 /// A name only the target (as upstream resolver) answers; the session allowlists it.
 pub const UPSTREAM_NAME: &str = "upstream-ok.doctor.test";
+/// An allowlisted name the probe tries to spoof the upstream's answer for.
+pub const SPOOF_NAME: &str = "spoofed.upstream-ok.doctor.test";
 
 /// What the probe is told.
 #[derive(Debug, Clone, Serialize)]
@@ -179,6 +181,34 @@ pub fn judge(cfg: &ProbeConfig, ev: &Evidence) -> Vec<Row> {
             },
         ),
     );
+    let (spoof, spoofed_ip, send) = (probe("spoof"), probe("spoof-name"), probe("spoof-send"));
+    let private = cfg.private.to_string();
+    let spoofed = spoof.starts_with("answered") || spoofed_ip == private || send == "sent";
+    push(
+        "DNS upstream spoofing",
+        (
+            !spoofed && spoof != "not run",
+            if spoofed {
+                format!(
+                    "LEAK: the agent answered for the upstream (probe: {spoof}; `{SPOOF_NAME}` is {spoofed_ip}; send from its address: {send})"
+                )
+            } else {
+                format!("the upstream's address and port are not the agent's ({spoof}, {send})")
+            },
+        ),
+    );
+    let cobind = probe("cobind");
+    push(
+        "DNS co-binding beside the filter",
+        (
+            cobind == "refused",
+            if cobind == "refused" {
+                "no port 53 and no port below 1024 can be bound".into()
+            } else {
+                format!("LEAK: {cobind}")
+            },
+        ),
+    );
     let upstream = probe("upstream");
     push(
         "an allowlisted name via the upstream",
@@ -242,7 +272,11 @@ mod tests {
 {"row": "private", "result": "ECONNREFUSED"}
 {"row": "metadata", "result": "ECONNREFUSED"}
 {"row": "allowed", "result": "sbx-doctor-ok"}
-{"row": "upstream", "result": "10.0.0.7"}"#,
+{"row": "upstream", "result": "10.0.0.7"}
+{"row": "spoof", "result": "bind EACCES"}
+{"row": "spoof-name", "result": "10.0.0.7"}
+{"row": "spoof-send", "result": "EPERM"}
+{"row": "cobind", "result": "refused"}"#,
         );
         Evidence {
             probe,
@@ -257,7 +291,7 @@ mod tests {
     #[test]
     fn a_clean_run_passes_every_row() {
         let rows = judge(&cfg(), &clean());
-        assert_eq!(rows.len(), 12);
+        assert_eq!(rows.len(), 14);
         assert!(rows.iter().all(|r| r.ok), "{}", render(&rows));
     }
 
@@ -280,5 +314,19 @@ mod tests {
         let mut ev = clean();
         ev.probe.insert("tcp".into(), "open".into());
         assert!(!judge(&cfg(), &ev)[0].ok);
+        let mut ev = clean();
+        ev.probe
+            .insert("spoof".into(), "answered 172.30.0.250".into());
+        ev.probe
+            .insert("cobind".into(), "bound 127.0.0.1:53".into());
+        let failed: Vec<&str> = judge(&cfg(), &ev)
+            .into_iter()
+            .filter(|r| !r.ok)
+            .map(|r| r.channel)
+            .collect();
+        assert_eq!(
+            failed,
+            ["DNS upstream spoofing", "DNS co-binding beside the filter"]
+        );
     }
 }

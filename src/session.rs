@@ -112,9 +112,10 @@ impl Timings {
     }
 }
 
-/// Whether sbx must hand the checkouts to the agent's uid (sbx runs as root).
-fn checkout_owner() -> Option<(u32, u32)> {
-    (rustix::process::getuid().is_root()).then(container::agent_ids)
+/// Whether sbx must hand what the agent writes (checkouts, its Claude configuration) to the
+/// agent's ids: only when sbx runs as root, since otherwise they are the user's own.
+fn agent_owner(ids: (u32, u32)) -> Option<(u32, u32)> {
+    rustix::process::getuid().is_root().then_some(ids)
 }
 
 /// Brings the session's images up to date, building what changed.
@@ -226,8 +227,8 @@ pub async fn run(ctx: &Context, req: RunRequest) -> anyhow::Result<RunOutcome> {
         outcomes: Vec::new(),
         allow,
         exit_code: None,
-        log_start: None,
         probe: None,
+        claude_login: None,
         ended: None,
     };
     record.save(&dir)?;
@@ -257,7 +258,7 @@ pub async fn run(ctx: &Context, req: RunRequest) -> anyhow::Result<RunOutcome> {
         }
     };
     timings.record("teardown", began);
-    return_claude_json(&ctx.dirs.home, &dir);
+    finish_claude(ctx, &dir, &record);
     record.outcomes = outcomes;
     record.phase = Phase::Finished;
     record.ended = Some(state::now());
@@ -290,25 +291,28 @@ fn signal_name(sig: i32) -> &'static str {
     }
 }
 
-/// The session's audit: DNS questions and refused connections, from `start` (byte offsets into
-/// the two logs) or from the beginning.
-pub fn read_audit(dir: &Path, start: Option<(u64, u64)>) -> crate::audit::Audit {
+/// The session's audit: every DNS question and refused connection in its logs (the gate caps
+/// each log, keeping the previous part as `<log>.1`).
+pub fn read_audit(dir: &Path) -> crate::audit::Audit {
     let logs = container::log_dir(dir);
-    let read = |f: &str, from: u64| {
-        let bytes = std::fs::read(logs.join(f)).unwrap_or_default();
-        let from = usize::try_from(from).unwrap_or(0).min(bytes.len());
-        String::from_utf8_lossy(&bytes[from..]).into_owned()
+    let read = |f: &str| {
+        let mut bytes = std::fs::read(logs.join(format!("{f}.1"))).unwrap_or_default();
+        bytes.extend(std::fs::read(logs.join(f)).unwrap_or_default());
+        String::from_utf8_lossy(&bytes).into_owned()
     };
-    let (dns, refused) = start.unwrap_or((0, 0));
     crate::audit::Audit {
-        queries: crate::audit::parse_dns_log(&read("dns.log", dns)),
-        refused: crate::audit::parse_refused_log(&read("refused.log", refused)),
+        queries: crate::audit::parse_dns_log(&read("dns.log")),
+        refused: crate::audit::parse_refused_log(&read("refused.log")),
     }
 }
 
-/// The audit of the command's part of a session: without the start-up self-check's probes.
+/// The audit of the command's part of a session: without the start-up self-check's probes (its
+/// look-up of a name of its own, and its first TCP and UDP probe of the gateway's port 9).
 pub fn record_audit(dir: &Path, record: &Record) -> crate::audit::Audit {
-    let mut audit = read_audit(dir, record.log_start);
+    let mut audit = read_audit(dir);
+    audit
+        .queries
+        .retain(|q| q.name != selfcheck_name(&record.id));
     if let Some(probe) = &record.probe {
         let mut seen = (false, false);
         audit.refused.retain(|r| {
@@ -324,6 +328,11 @@ pub fn record_audit(dir: &Path, record: &Record) -> crate::audit::Audit {
     audit
 }
 
+/// The name the start-up self-check looks up (it must not resolve).
+fn selfcheck_name(id: &str) -> String {
+    format!("sbx-selfcheck-{id}.invalid")
+}
+
 /// Tells the user where their work is.
 pub fn report_outcomes(ui: &Ui, outcomes: &[Outcome]) {
     for o in outcomes {
@@ -335,7 +344,12 @@ pub fn report_outcomes(ui: &Ui, outcomes: &[Outcome]) {
             ));
         }
         if let Some(why) = &o.kept {
-            ui.notice(format!("kept `{}`: {why}", o.path.display()));
+            // The reason may quote what the agent wrote (a ref name, git's message about it).
+            ui.notice(format!(
+                "kept `{}`: {}",
+                o.path.display(),
+                crate::text::printable(why)
+            ));
         }
     }
 }
@@ -351,7 +365,7 @@ async fn start_and_exec(
     timings: &mut Timings,
 ) -> anyhow::Result<(i32, Vec<u8>)> {
     let settings = &req.settings;
-    let (uid, gid) = container::agent_ids();
+    let (uid, gid) = crate::hostids::agent_ids()?;
     if settings.git.mode == crate::config::GitMode::Worktree && rustix::process::getuid().is_root()
     {
         return Err(crate::commands::hinted(
@@ -360,7 +374,7 @@ async fn start_and_exec(
         ));
     }
     let specs = image::specs(settings)?;
-    write_session_files(dir, &settings.allowlist()?, &req.repos, &ctx.ui)?;
+    write_session_files(dir, &settings.allowlist()?, &req.repos, (uid, gid), &ctx.ui)?;
     let gate_inputs = container::GateInputs {
         session_id: id.to_owned(),
         owner: ctx.dirs.owner_tag(),
@@ -392,7 +406,7 @@ async fn start_and_exec(
 
     // Two things run in parallel: the engine side (connect, images, network, then the gate,
     // which needs nothing of the checkouts) and the checkouts.
-    let vm_mounts = crate::guest::session_mounts(dir, &planned, settings);
+    let vm_mounts = crate::guest::session_mounts(dir, &planned);
     let engine_side = async {
         let began = Instant::now();
         let endpoint = guest_endpoint(ctx, req, id, dir, live, &vm_mounts).await?;
@@ -446,7 +460,7 @@ async fn start_and_exec(
     };
     let checkout_side = async {
         let began = Instant::now();
-        let owner = checkout_owner();
+        let owner = agent_owner((uid, gid));
         let made = join_all(planned.iter_mut().map(|c| worktree::create(c, owner))).await;
         with(live, |l| l.checkouts = planned.clone());
         made.into_iter().collect::<Result<Vec<()>, _>>()?;
@@ -459,9 +473,25 @@ async fn start_and_exec(
     record.save(dir)?;
 
     // The agent joins the gate's namespace while the gate loads the firewall.
-    let remote = req.vm.is_some() || req.endpoint.starts_with("ssh://");
     let claude = match settings.claude.config {
-        ClaudeConfig::Mount => claude_files(&ctx.dirs.home, remote.then_some(dir)).ok(),
+        ClaudeConfig::Mount => {
+            let workspaces: Vec<String> = checkouts
+                .iter()
+                .map(|c| format!("/workspace/{}", c.name))
+                .collect();
+            let prepared = crate::claude::prepare(
+                &crate::claude::HostConfig::from_env(&ctx.dirs.home),
+                dir,
+                &workspaces,
+                agent_owner((uid, gid)),
+            )?;
+            for n in prepared.notes {
+                ctx.ui.info(n);
+            }
+            record.claude_login = Some(prepared.login_fingerprint);
+            record.save(dir)?;
+            Some(crate::claude::session_copy(dir))
+        }
         ClaudeConfig::None => None,
     };
     if let Some(c) = settings.resources.cpus.filter(|c| *c > f64::from(ncpu)) {
@@ -502,13 +532,6 @@ async fn start_and_exec(
     agent_started?;
     timings_push(live, "agent start", began);
 
-    let logs = container::log_dir(dir);
-    let size = |f: &str| {
-        std::fs::metadata(logs.join(f))
-            .map(|m| m.len())
-            .unwrap_or(0)
-    };
-    record.log_start = Some((size("dns.log"), size("refused.log")));
     let began = Instant::now();
     let tty = crate::terminal::stdin_is_tty() && crate::terminal::stdout_is_tty();
     let mut env = vec![
@@ -522,6 +545,13 @@ async fn start_and_exec(
         "GIT_CONFIG_KEY_1=tag.gpgsign".into(),
         "GIT_CONFIG_VALUE_1=false".into(),
     ];
+    if inputs.claude.is_some() {
+        // Claude Code then keeps its `.claude.json` inside the mounted copy too.
+        env.push(format!(
+            "CLAUDE_CONFIG_DIR={}",
+            crate::claude::AGENT_CONFIG_DIR
+        ));
+    }
     if tty {
         env.push(format!("TERM={}", crate::terminal::term()));
     }
@@ -542,7 +572,7 @@ async fn start_and_exec(
         image::SELFCHECK.into(),
         "sbx-selfcheck".into(),
         gateway.to_string(),
-        format!("sbx-selfcheck-{id}.invalid"),
+        selfcheck_name(id),
         "--".into(),
     ];
     cmd.extend(req.command.iter().cloned());
@@ -621,41 +651,22 @@ async fn wait_for_gate(
     }
 }
 
-/// `~/.claude/` and `~/.claude.json`, created when missing so the engine does not make a folder
-/// where a file belongs.
-/// A guest (VM or remote host) sees only mounted folders, so there `~/.claude.json` is a copy in
-/// the session folder, brought back at the end ([`return_claude_json`]).
-fn claude_files(home: &Path, session_dir: Option<&Path>) -> std::io::Result<(PathBuf, PathBuf)> {
-    let dir = home.join(".claude");
-    let json = home.join(".claude.json");
-    std::fs::create_dir_all(&dir)?;
-    if !json.exists() {
-        std::fs::write(&json, "{}\n")?;
-    }
-    match session_dir {
-        Some(s) => {
-            let copy = s.join("home/claude.json");
-            if let Some(p) = copy.parent() {
-                std::fs::create_dir_all(p)?;
-            }
-            std::fs::copy(&json, &copy)?;
-            Ok((dir, copy))
-        }
-        None => Ok((dir, json)),
-    }
-}
-
-/// Copies a guest session's `~/.claude.json` back when the agent changed it.
-fn return_claude_json(home: &Path, session_dir: &Path) {
-    let copy = session_dir.join("home/claude.json");
-    let Ok(new) = std::fs::read(&copy) else {
+/// Brings the session's Claude login state home and deletes its copy of the configuration.
+fn finish_claude(ctx: &Context, dir: &Path, record: &Record) {
+    let Some(start) = &record.claude_login else {
         return;
     };
-    let host = home.join(".claude.json");
-    if std::fs::read(&host).ok().as_deref() != Some(new.as_slice()) {
-        let _ = std::fs::write(&host, new);
+    let host = crate::claude::HostConfig::from_env(&ctx.dirs.home);
+    match crate::claude::bring_back(&host, dir, start) {
+        Ok(done) if done.credentials || done.account => ctx
+            .ui
+            .info("kept the Claude login the session refreshed (credentials and account only)"),
+        Ok(_) => {}
+        Err(e) => ctx.ui.warn(format!(
+            "could not finish the session's Claude configuration copy in `{}`: {e}",
+            crate::claude::session_copy(dir).display()
+        )),
     }
-    let _ = std::fs::remove_file(copy);
 }
 
 /// The files the gate and the agent mount: the firewall plan, the agent's resolver, the logs,
@@ -664,12 +675,20 @@ pub fn write_session_files(
     dir: &Path,
     entries: &[crate::allowlist::Entry],
     repos: &[Repo],
+    (uid, gid): (u32, u32),
     ui: &Ui,
 ) -> anyhow::Result<()> {
     write_gate_files(dir, entries)?;
     let logs = container::log_dir(dir);
     std::fs::create_dir_all(&logs)?;
-    for f in ["dns.log", "refused.log", "ulogd.log"] {
+    for f in [
+        "dns.log",
+        "dns.log.1",
+        "refused.log",
+        "refused.log.1",
+        "ulogd.log",
+        "ulogd.log.1",
+    ] {
         let p = logs.join(f);
         std::fs::write(&p, "")?;
         // The gate writes these as a root without CAP_DAC_OVERRIDE.
@@ -683,8 +702,14 @@ pub fn write_session_files(
     if let Some(p) = gitconfig.parent() {
         std::fs::create_dir_all(p)?;
     }
-    std::fs::write(&gitconfig, gitconfig_text(&identity))?;
-    set_mode(&gitconfig, 0o644)?;
+    for (path, text) in [
+        (gitconfig, gitconfig_text(&identity)),
+        (container::passwd_path(dir), container::passwd(uid, gid)),
+        (container::group_path(dir), container::group(gid)),
+    ] {
+        std::fs::write(&path, text)?;
+        set_mode(&path, 0o644)?;
+    }
     Ok(())
 }
 
@@ -701,6 +726,7 @@ pub fn write_gate_files(dir: &Path, entries: &[crate::allowlist::Entry]) -> anyh
         ("dnsmasq.conf", &plan.dnsmasq),
         ("ulogd.conf", &plan.ulogd),
         ("resolv.conf", &plan.agent_resolv_conf),
+        ("log-limit", &firewall::LOG_LIMIT_BYTES.to_string()),
     ] {
         let p = gate.join(name);
         std::fs::write(&p, text)?;
@@ -909,6 +935,7 @@ pub async fn gc(ctx: &Context, engine: Option<&Engine>) -> anyhow::Result<GcRepo
             })
             .await?;
             report.outcomes.extend(outcomes.clone());
+            finish_claude(ctx, &dir, &record);
             record.outcomes = outcomes;
             record.phase = Phase::Finished;
             record.ended = Some(state::now());

@@ -51,13 +51,13 @@ pub struct Record {
     pub allow: Vec<String>,
     #[serde(default)]
     pub exit_code: Option<i32>,
-    /// Byte offsets of the DNS and refused-connection logs when the command started (what came
-    /// before was sbx's own self-check).
-    #[serde(default)]
-    pub log_start: Option<(u64, u64)>,
     /// The address the start-up self-check probed (its refusals are not the command's).
     #[serde(default)]
     pub probe: Option<String>,
+    /// The fingerprint of the Claude login state the session's copy started with
+    /// (`claude::Prepared`), when it had one.
+    #[serde(default)]
+    pub claude_login: Option<String>,
     #[serde(default)]
     pub ended: Option<u64>,
 }
@@ -208,8 +208,8 @@ mod tests {
             outcomes: vec![],
             allow: vec![],
             exit_code: None,
-            log_start: None,
             probe: None,
+            claude_login: None,
             ended: None,
         };
         r.save(d.path()).unwrap();

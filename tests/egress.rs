@@ -292,6 +292,8 @@ fn doctor_leaks_exercises_every_channel_and_finds_none() {
         "private ranges",
         "cloud metadata 169.254.169.254",
         "an allowlisted name",
+        "DNS upstream spoofing",
+        "DNS co-binding beside the filter",
     ] {
         let row = rows
             .iter()

@@ -149,7 +149,7 @@ ip=$(printf '%d.%d.%d.%d' 0x${gw:6:2} 0x${gw:4:2} 0x${gw:2:2} 0x${gw:0:2})
 (exec 3<>/dev/tcp/$ip/80) 2>/dev/null && echo escaped || echo blocked
 getent hosts example.com >/dev/null && echo resolved || echo nxdomain
 echo wip > /workspace/app/wip.txt
-echo '{"inside":true}' > /home/agent/.claude.json
+echo '{"oauthAccount":{"emailAddress":"vm@example.com"},"inside":true}' > "$CLAUDE_CONFIG_DIR/.claude.json"
 exit 7"#;
     let o = env
         .run_as_user_with(
@@ -168,10 +168,11 @@ exit 7"#;
         stderr(&o)
     );
     let id = session_ids(&env).into_iter().next().unwrap();
-    // Claude's settings file came back from the guest.
-    assert_eq!(
-        std::fs::read_to_string(env.home().join(".claude.json")).unwrap(),
-        "{\"inside\":true}\n"
+    // The login state Claude wrote in the guest came back, and nothing else of the file.
+    let global = std::fs::read_to_string(env.home().join(".claude.json")).unwrap();
+    assert!(
+        global.contains("vm@example.com") && !global.contains("inside"),
+        "{global}"
     );
     // The refusal was the firewall's, logged inside the guest's gate.
     let log = env

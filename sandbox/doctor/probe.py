@@ -71,3 +71,57 @@ try:
 except Exception as e:
     out("allowed", err(e))
 out("upstream", resolve("upstream-ok.doctor.test"))
+
+# The filter's upstream is the engine's resolver on 127.0.0.11:53, in the namespace the agent
+# shares. Spoofing: take its address and port, pre-create conntrack entries toward every port the
+# filter may query from, and answer the filter's upstream query with a forged address.
+def spoof(name, fake):
+    import threading
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind(("127.0.0.11", 53))
+    except Exception as e:
+        return "bind " + err(e)
+    s.setblocking(False)
+    for p in range(1024, 65536):
+        try:
+            s.sendto(b"x", ("127.0.0.1", p))
+        except Exception:
+            pass
+    got = {}
+    t = threading.Thread(target=lambda: got.update(ip=resolve(name))); t.start()
+    s.settimeout(5)
+    try:
+        q, peer = s.recvfrom(4096)
+        end = 12
+        while q[end]:
+            end += q[end] + 1
+        r = q[:2] + struct.pack(">HHHHH", 0x8180, 1, 1, 0, 0) + q[12:end + 5]
+        r += b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + socket.inet_aton(fake)
+        s.sendto(r, peer)
+    except Exception:
+        pass
+    t.join()
+    return "answered " + str(got.get("ip"))
+
+out("spoof", spoof("spoofed.upstream-ok.doctor.test", cfg["private"]))
+out("spoof-name", resolve("spoofed.upstream-ok.doctor.test"))
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    u.bind(("127.0.0.11", 0)); u.sendto(b"x", ("127.0.0.1", 4000)); out("spoof-send", "sent")
+except Exception as e:
+    out("spoof-send", err(e))
+
+# Co-binding: a socket beside the filter's 127.0.0.1:53 (or any port 53, or below 1024) would take
+# queries meant for it or answer as a DNS server.
+bound = []
+for addr, kind, port in [("127.0.0.1", socket.SOCK_DGRAM, 53), ("127.0.0.1", socket.SOCK_STREAM, 53),
+                         ("127.0.0.11", socket.SOCK_DGRAM, 53), ("0.0.0.0", socket.SOCK_STREAM, 80)]:
+    b = socket.socket(socket.AF_INET, kind)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        b.bind((addr, port)); bound.append("%s:%d" % (addr, port))
+    except Exception:
+        pass
+out("cobind", "bound " + " ".join(bound) if bound else "refused")

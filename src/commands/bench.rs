@@ -507,13 +507,8 @@ async fn baseline(engine: &crate::engine::Engine, count: usize) -> anyhow::Resul
             network_mode: crate::container::SHARED_NETWORK.into(),
             hostname: None,
             aliases: Vec::new(),
-            dns: Vec::new(),
-            sysctls: Default::default(),
-            memory: None,
-            nano_cpus: None,
             pids_limit: 16,
-            init: false,
-            working_dir: None,
+            ..Default::default()
         };
         engine.create_container(&spec).await?;
         engine.start_container(&name).await?;

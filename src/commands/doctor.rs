@@ -204,15 +204,12 @@ async fn leaks_on(
         cap_drop: Vec::new(),
         security_opt: vec!["no-new-privileges:true".into()],
         network_mode: net.to_owned(),
-        hostname: None,
         aliases: vec![leaks::ALLOWED_NAME.into()],
-        dns: Vec::new(),
-        sysctls: Default::default(),
         memory: Some(256 << 20),
         nano_cpus: Some(500_000_000),
         pids_limit: 64,
         init: true,
-        working_dir: None,
+        ..Default::default()
     };
     engine.create_container(&spec).await?;
     engine.start_container(target).await?;
@@ -265,7 +262,11 @@ async fn leaks_on(
     let mut s = settings.clone();
     s.network = Some(net.to_owned());
     s.default_allowlist = false;
-    s.allow = vec![leaks::ALLOWED_NAME.into(), leaks::UPSTREAM_NAME.into()];
+    s.allow = vec![
+        leaks::ALLOWED_NAME.into(),
+        leaks::UPSTREAM_NAME.into(),
+        leaks::SPOOF_NAME.into(),
+    ];
     s.dns = vec![target4];
     s.claude.config = crate::config::ClaudeConfig::None;
     s.git.mode = crate::config::GitMode::Isolated;
@@ -298,7 +299,7 @@ async fn leaks_on(
             .lines()
             .map(str::to_owned)
             .collect(),
-        refused: session::read_audit(&ctx.dirs.session(&outcome.session_id), None).refused,
+        refused: session::read_audit(&ctx.dirs.session(&outcome.session_id)).refused,
     };
     let rows = leaks::judge(&cfg, &evidence);
     print!("{}", leaks::render(&rows));

@@ -18,9 +18,9 @@ struct Log<'a> {
 
 pub fn run(ctx: &Context, id: &str, json: bool) -> anyhow::Result<i32> {
     let (dir, record) = find(ctx, id)?;
-    let audit = session::read_audit(&dir, None);
+    let audit = session::record_audit(&dir, &record);
+    let summary = audit.summary();
     if json {
-        let summary = session::record_audit(&dir, &record).summary();
         let log = Log {
             session: &record.id,
             command: &record.command,
@@ -31,33 +31,36 @@ pub fn run(ctx: &Context, id: &str, json: bool) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&log)?);
         return Ok(0);
     }
-    println!("session {}  ({})", record.id, record.command.join(" "));
+    // Every field below comes from logs of what the agent did: shown escaped.
+    let p = |s: &str| crate::text::printable(s);
+    println!("session {}  ({})", record.id, p(&record.command.join(" ")));
     println!("\nDNS questions ({}):", audit.queries.len());
     for q in &audit.queries {
         println!(
             "  {}  {:<5} {:<40} {}{}",
-            q.time,
-            q.qtype,
-            q.name,
-            q.outcome,
+            p(&q.time),
+            p(&q.qtype),
+            p(&q.name),
+            p(&q.outcome),
             if q.answers.is_empty() {
                 String::new()
             } else {
-                format!(" -> {}", q.answers.join(", "))
+                format!(" -> {}", p(&q.answers.join(", ")))
             }
         );
     }
     println!("\nrefused connections ({}):", audit.refused.len());
     for r in &audit.refused {
         let port = r.port.map(|p| format!(":{p}")).unwrap_or_default();
-        println!("  {}  {} {}{port}", r.time, r.protocol, r.destination);
-    }
-    let summary = session::record_audit(&dir, &record).summary();
-    if !summary.denied_names.is_empty() {
         println!(
-            "\nto allow the denied names, add to `.sbx.yaml`:\n{}",
-            summary.allow_lines()
+            "  {}  {} {}{port}",
+            p(&r.time),
+            p(&r.protocol),
+            p(&r.destination)
         );
+    }
+    if let Some(lines) = summary.allow_lines() {
+        println!("\nto allow the denied names, add to `.sbx.yaml`:\n{lines}");
     }
     Ok(0)
 }

@@ -66,9 +66,9 @@ impl Env {
         Env { dir }
     }
 
-    /// `sbx args...` run as a non-root user (uid/gid 1000, the agent uid sbx uses when run as
-    /// root, so the same image serves both), with this HOME handed to that user. `None` when
-    /// this process cannot switch users (not root).
+    /// `sbx args...` run as a regular user (uid/gid 1000, in the group of the Docker socket),
+    /// with this HOME handed to that user. `None` when this process cannot switch users (not
+    /// root).
     pub fn run_as_user(&self, cwd: &Path, args: &[&str]) -> Option<Output> {
         self.run_as_user_with(cwd, args, &[], None)
     }
@@ -81,6 +81,26 @@ impl Env {
         extra_env: &[(&str, &str)],
         stdin: Option<&str>,
     ) -> Option<Output> {
+        let mut c = self.sbx_as_user()?;
+        c.args(args)
+            .envs(extra_env.iter().copied())
+            .current_dir(cwd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            use std::io::Write;
+            input.write_all(s.as_bytes()).unwrap();
+        }
+        drop(input);
+        Some(child.wait_with_output().unwrap())
+    }
+
+    /// `sbx` as the regular user (see [`Env::run_as_user`]), to add arguments to; this HOME is
+    /// handed to that user first. `None` when this process is not root.
+    pub fn sbx_as_user(&self) -> Option<Command> {
         if !Env::is_root() {
             return None;
         }
@@ -98,26 +118,13 @@ impl Env {
         c.args(["--reuid=1000", "--regid=1000"])
             .arg(format!("--groups={gid}"))
             .arg(sbx_bin())
-            .args(args)
             .env_clear()
             .envs(
                 inner
                     .get_envs()
                     .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
-            )
-            .envs(extra_env.iter().copied())
-            .current_dir(cwd)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(s) = stdin {
-            use std::io::Write;
-            input.write_all(s.as_bytes()).unwrap();
-        }
-        drop(input);
-        Some(child.wait_with_output().unwrap())
+            );
+        Some(c)
     }
 
     /// Whether this process is root (and so can switch users for a test).
@@ -421,15 +428,24 @@ impl Drop for SessionGuard<'_> {
 /// agent container answers `probe` (run there with `docker exec`). Returns the child, whose
 /// stdout and stderr are piped, and the session id.
 pub fn spawn_session(env: &Env, mut cmd: Command, probe: &[&str]) -> (std::process::Child, String) {
-    let child = cmd
+    let before = session_ids(env);
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut id = String::new();
+    let mut exited = false;
     let ready = wait_until(Duration::from_secs(90), || {
-        id = session_ids(env).into_iter().next().unwrap_or_default();
+        if child.try_wait().unwrap().is_some() {
+            exited = true;
+            return true;
+        }
+        id = session_ids(env)
+            .into_iter()
+            .find(|i| !before.contains(i))
+            .unwrap_or_default();
         if id.is_empty() {
             return false;
         }
@@ -438,6 +454,16 @@ pub fn spawn_session(env: &Env, mut cmd: Command, probe: &[&str]) -> (std::proce
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         docker(&args).status.success()
     });
+    if exited {
+        let o = child.wait_with_output().unwrap();
+        panic!(
+            "the session ended before `{}`: exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            probe.join(" "),
+            o.status.code(),
+            stdout(&o),
+            stderr(&o)
+        );
+    }
     assert!(ready, "the session never got to `{}`", probe.join(" "));
     (child, id)
 }

@@ -1,7 +1,7 @@
 # Probes the integration tests run inside the sandbox (python3 -c, with the test's own lines
 # appended). Each returns a short word the tests compare: "open", an errno name, "answered",
 # "nxdomain", a DNS rcode, or "error".
-import errno, socket, struct, sys, time, urllib.request
+import errno, os, socket, struct, sys, time, urllib.request
 
 def _err(e):
     if isinstance(e, socket.timeout):
@@ -73,3 +73,73 @@ def rcode_tcp(server, name, qtype=1):
         return _tcp(server, name, qtype)[3] & 0x0f
     except OSError:
         return "error"
+
+def bind(addr, port, kind="udp", reuse=False):
+    """Binds a socket (kept open for the process's life); "bound" or why not."""
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM)
+    if reuse:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        s.bind((addr, port))
+        _kept.append(s)
+        return "bound"
+    except OSError as e:
+        return _err(e)
+
+_kept = []
+
+def send_from(src, dst, port):
+    """Sends one UDP datagram from `src` (an address, any port); "sent" or why not."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind((src, 0))
+        s.sendto(b"x", (dst, port))
+        return "sent"
+    except OSError as e:
+        return _err(e)
+
+def dns_answer(query, ip):
+    """A reply to `query` saying its name is at `ip`."""
+    qid = query[:2]
+    end = 12
+    while query[end] != 0:
+        end += query[end] + 1
+    question = query[12:end + 5]
+    head = qid + struct.pack(">HHHHH", 0x8180, 1, 1, 0, 0)
+    answer = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + socket.inet_aton(ip)
+    return head + question + answer
+
+def spoof_upstream(name, fake_ip):
+    """The upstream-spoofing attack: take the engine resolver's address and port, pre-create
+    conntrack entries toward every port the filter may query from, then answer the filter's
+    upstream query for `name` with `fake_ip`. Returns how far it got."""
+    import threading
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind(("127.0.0.11", 53))
+    except OSError as e:
+        return "bind " + _err(e)
+    s.setblocking(False)
+    for p in range(1024, 65536):
+        try:
+            s.sendto(b"x", ("127.0.0.1", p))
+        except OSError:
+            pass
+    result = {}
+    t = threading.Thread(target=lambda: result.update(ip=resolve(name)))
+    t.start()
+    s.settimeout(5)
+    answered = "no query came"
+    try:
+        while True:
+            q, peer = s.recvfrom(4096)
+            if len(q) > 12 and q[2] & 0x80 == 0:
+                s.sendto(dns_answer(q, fake_ip), peer)
+                answered = "answered"
+                break
+    except OSError:
+        pass
+    t.join()
+    return "%s %s" % (answered, result.get("ip"))
