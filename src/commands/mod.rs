@@ -54,6 +54,9 @@ pub fn hint_for(e: &(dyn std::error::Error + 'static)) -> Option<String> {
                 "fix `{}` (`sbx config show` lists every valid key)",
                 path.display()
             ),
+            ConfigError::NotAFile { path } => {
+                format!("replace `{}` with a YAML file, or remove it", path.display())
+            }
             ConfigError::Value { .. } => {
                 "`sbx config show` lists every setting and its source".into()
             }
