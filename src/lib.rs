@@ -21,5 +21,6 @@ pub mod session;
 pub mod ssh;
 pub mod state;
 pub mod terminal;
+pub mod trust;
 pub mod vm;
 pub mod worktree;
