@@ -55,7 +55,7 @@ pub fn run(ctx: &Context, id: &str, json: bool) -> anyhow::Result<i32> {
     let summary = session::record_audit(&dir, &record).summary();
     if !summary.denied_names.is_empty() {
         println!(
-            "\nto allow the denied names, add to `.sbx.yaml`:\n{}",
+            "\nto allow the denied names, add to `.sbx.yaml` (then approve it with `sbx trust`):\n{}",
             summary.allow_lines()
         );
     }
