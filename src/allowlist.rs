@@ -75,6 +75,25 @@ impl Entry {
             Target::Net { .. } => false,
         }
     }
+
+    /// Whether everything `other` lets through, this entry lets through already: its ports are
+    /// a subset, and its target the same, a name below this wildcard, or a block inside this
+    /// one. A name is never covered by an address block: it resolves to whatever DNS says.
+    pub fn covers(&self, other: &Entry) -> bool {
+        let ports = self.ports();
+        if !other.ports().iter().all(|p| ports.contains(p)) {
+            return false;
+        }
+        match (&self.target, &other.target) {
+            (Target::Host(a), Target::Host(b)) => a == b,
+            (Target::Wildcard(_), Target::Host(h)) => self.matches_name(h),
+            (Target::Wildcard(a), Target::Wildcard(b)) => b == a || b.ends_with(&format!(".{a}")),
+            (Target::Net { addr, prefix }, Target::Net { addr: b, prefix: q }) => {
+                addr.is_ipv4() == b.is_ipv4() && q >= prefix && mask(*b, *prefix) == *addr
+            }
+            _ => false,
+        }
+    }
 }
 
 impl FromStr for Entry {
@@ -306,6 +325,24 @@ mod tests {
         let h = p("example.com");
         assert!(h.matches_name("EXAMPLE.com"));
         assert!(!h.matches_name("a.example.com"));
+    }
+
+    #[test]
+    fn coverage_is_by_target_and_ports() {
+        let covers = |a: &str, b: &str| p(a).covers(&p(b));
+        assert!(covers("github.com", "github.com:443"));
+        assert!(!covers("github.com:443", "github.com"));
+        assert!(!covers("github.com", "github.com:22"));
+        assert!(covers("*.example.com", "a.example.com"));
+        assert!(covers("*.example.com", "*.a.example.com"));
+        assert!(!covers("*.example.com", "evil-example.com"));
+        assert!(!covers("a.example.com", "*.example.com"));
+        assert!(covers("10.0.0.0/8", "10.1.0.0/16:443"));
+        assert!(!covers("10.0.0.0/16", "10.0.0.0/8"));
+        assert!(!covers("10.0.0.0/8", "11.0.0.1"));
+        assert!(!covers("0.0.0.0/0", "::/0"));
+        assert!(covers("2001:db8::/32", "2001:db8:1::1"));
+        assert!(!covers("10.0.0.0/8", "ten.example.com"));
     }
 
     #[test]

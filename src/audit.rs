@@ -203,7 +203,7 @@ impl Summary {
             out.push_str(&format!("  connections refused: {}\n", list(&self.refused)));
         }
         if let Some(lines) = self.allow_lines() {
-            out.push_str("  to allow the names, add to `.sbx.yaml`:\n");
+            out.push_str("  to allow the names, add to `.sbx.yaml` (then `sbx trust`):\n");
             for l in lines.lines() {
                 out.push_str(&format!("    {l}\n"));
             }

@@ -48,6 +48,9 @@ pub enum Command {
     Gc,
     /// Check the environment and say what is missing.
     Doctor(DoctorArgs),
+    /// Approve the project file (`.sbx.yaml`) for its current content, so sbx obeys the settings
+    /// in it that widen the sandbox; a changed file is asked about again.
+    Trust(TrustArgs),
     /// Show the resolved settings and where each came from.
     Config {
         #[command(subcommand)]
@@ -131,6 +134,19 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
+/// `mise trust`'s verb (`allow` is taken by egress) and direnv's `revoke`; `--untrust` is
+/// mise's spelling of the same.
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// The project file, or the folder that holds it (default: the current repository's
+    /// `.sbx.yaml`).
+    #[arg(value_name = "PATH")]
+    pub path: Option<PathBuf>,
+    /// Withdraw the approval instead: sbx asks again before obeying the file.
+    #[arg(long, visible_alias = "untrust")]
+    pub revoke: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct SetupArgs {
     /// Prepare the golden VM for `sbx run --vm` (a fast no-op when it is up to date).
@@ -197,6 +213,7 @@ pub async fn run(cli: Cli) -> i32 {
             command: ConfigCommand::Show { json },
         } => commands::config::show(&ctx, json, cli.docker_host),
         Command::Token { command } => commands::token::run(&ctx, command),
+        Command::Trust(args) => commands::trust::run(&ctx, args),
         Command::Bench(args) => commands::bench::run(&ctx, args).await,
         Command::Log { session, json } => commands::log::run(&ctx, &session, json),
         Command::Allow { entries, session } => commands::allow::run(&ctx, &entries, &session).await,

@@ -248,6 +248,8 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    #[error("config file `{path}` is not a regular file of at most 1 MiB")]
+    NotAFile { path: PathBuf },
     #[error("invalid config file `{path}`: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid value in `{var}`: {message}")]
@@ -322,6 +324,78 @@ pub fn read_layer(path: &Path) -> Result<Option<Layer>, ConfigError> {
         layer.resolve_paths(dir);
     }
     Ok(Some(layer))
+}
+
+/// The largest project file sbx reads: far more than any real one, and a bound on what a
+/// hostile repository can make it read.
+const MAX_PROJECT_FILE: u64 = 1 << 20;
+
+/// A project file as read once: the bytes, and the layer parsed from exactly those bytes, so the
+/// content a user approves is the content that takes effect.
+#[derive(Debug, Clone)]
+pub struct ProjectFile {
+    pub path: PathBuf,
+    pub layer: Layer,
+    bytes: Vec<u8>,
+}
+
+impl ProjectFile {
+    /// Reads and parses a project file; `None` when there is none. The file may be the agent's
+    /// work (a kept checkout, a merged session branch), so a FIFO, socket or device there is an
+    /// error instead of a read that blocks or never ends (`O_NONBLOCK`, then a regular-file
+    /// check on the opened file), and its size is bounded.
+    pub fn read(path: &Path) -> Result<Option<ProjectFile>, ConfigError> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let read_err = |source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(read_err(e)),
+        };
+        let meta = file.metadata().map_err(read_err)?;
+        if !meta.is_file() || meta.len() > MAX_PROJECT_FILE {
+            return Err(ConfigError::NotAFile {
+                path: path.to_owned(),
+            });
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_PROJECT_FILE + 1)
+            .read_to_end(&mut bytes)
+            .map_err(read_err)?;
+        if bytes.len() as u64 > MAX_PROJECT_FILE {
+            return Err(ConfigError::NotAFile {
+                path: path.to_owned(),
+            });
+        }
+        let parse_err = |message: String| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        };
+        let text = std::str::from_utf8(&bytes).map_err(|e| parse_err(e.to_string()))?;
+        let mut layer = parse_layer(text).map_err(parse_err)?;
+        if let Some(dir) = path.parent() {
+            layer.resolve_paths(dir);
+        }
+        Ok(Some(ProjectFile {
+            path: path.to_owned(),
+            layer,
+            bytes,
+        }))
+    }
+
+    /// The sha256 of the bytes the layer was parsed from, in hex.
+    pub fn sha256(&self) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&self.bytes))
+    }
 }
 
 /// Parses YAML text into a layer. An empty document is an empty layer.
@@ -633,20 +707,44 @@ impl Settings {
         cwd: &Path,
         flags: Layer,
     ) -> Result<Settings, ConfigError> {
+        let project = match project_root {
+            Some(root) => ProjectFile::read(&root.join(PROJECT_FILE))?,
+            None => None,
+        };
+        Settings::user(user_file)?
+            .with_project(project.as_ref())?
+            .with_env_and_flags(env, cwd, flags)
+    }
+
+    /// The built-in defaults and the user file: the layers a project file is weighed against.
+    pub fn user(user_file: &Path) -> Result<Settings, ConfigError> {
         let mut s = Settings::default();
         if let Some(l) = read_layer(user_file)? {
             s.apply(l, &Source::File(user_file.to_owned()))?;
         }
-        if let Some(root) = project_root {
-            let p = root.join(PROJECT_FILE);
-            if let Some(l) = read_layer(&p)? {
-                s.apply(l, &Source::File(p))?;
-            }
-        }
-        let (env_layer, names) = Layer::from_env(env, cwd)?;
-        s.apply_with_env_names(env_layer, &Source::Env(String::new()), &names)?;
-        s.apply(flags, &Source::Flag)?;
         Ok(s)
+    }
+
+    /// These settings with a project file on top.
+    pub fn with_project(&self, project: Option<&ProjectFile>) -> Result<Settings, ConfigError> {
+        let mut s = self.clone();
+        if let Some(p) = project {
+            s.apply(p.layer.clone(), &Source::File(p.path.clone()))?;
+        }
+        Ok(s)
+    }
+
+    /// These settings with the `SBX_*` environment and then the flags on top.
+    pub fn with_env_and_flags(
+        mut self,
+        env: impl IntoIterator<Item = (String, String)>,
+        cwd: &Path,
+        flags: Layer,
+    ) -> Result<Settings, ConfigError> {
+        let (env_layer, names) = Layer::from_env(env, cwd)?;
+        self.apply_with_env_names(env_layer, &Source::Env(String::new()), &names)?;
+        self.apply(flags, &Source::Flag)?;
+        Ok(self)
     }
 
     /// The effective allowlist: the defaults (unless turned off) plus every user entry.
@@ -870,6 +968,43 @@ mod tests {
             .unwrap();
         assert!(f.includes("github") && !f.includes("claude"));
         assert!(Forward::default().includes("x"));
+    }
+
+    #[test]
+    fn project_files_are_read_once_and_only_when_regular() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(PROJECT_FILE);
+        assert!(ProjectFile::read(&p).unwrap().is_none());
+        std::fs::write(&p, "repos: [../other]\n").unwrap();
+        let f = ProjectFile::read(&p).unwrap().unwrap();
+        assert_eq!(f.layer.repos, Some(vec![dir.path().join("../other")]));
+        assert_eq!(f.sha256().len(), 64);
+        std::fs::remove_file(&p).unwrap();
+        // A FIFO the agent planted must not hang sbx.
+        let made = std::process::Command::new("mkfifo")
+            .arg(&p)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let e = ProjectFile::read(&p).unwrap_err();
+        assert!(matches!(e, ConfigError::NotAFile { .. }), "{e}");
+        std::fs::remove_file(&p).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &p).unwrap();
+        assert!(matches!(
+            ProjectFile::read(&p),
+            Err(ConfigError::NotAFile { .. })
+        ));
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&p, vec![b'#'; (MAX_PROJECT_FILE + 1) as usize]).unwrap();
+        assert!(matches!(
+            ProjectFile::read(&p),
+            Err(ConfigError::NotAFile { .. })
+        ));
+        std::fs::write(&p, b"allow: [\xff]\n").unwrap();
+        assert!(matches!(
+            ProjectFile::read(&p),
+            Err(ConfigError::Parse { .. })
+        ));
     }
 
     #[test]

@@ -253,15 +253,21 @@ pub fn group(gid: u32) -> String {
     format!("root:x:0:\nagent:x:{gid}:\nnogroup:x:65534:\n")
 }
 
+/// The most CPUs a session gets when no setting names a number.
+pub const DEFAULT_CPUS_CEILING: f64 = 4.0;
+
+/// The most memory a session gets when no setting names an amount.
+pub const DEFAULT_MEMORY_CEILING: u64 = 8 << 30;
+
 /// The agent's CPU limit: the setting, or up to 4, never more than the engine has.
 pub fn cpus(setting: Option<f64>, engine_cpus: u32) -> f64 {
     let engine = f64::from(engine_cpus.max(1));
-    setting.unwrap_or(4.0).min(engine)
+    setting.unwrap_or(DEFAULT_CPUS_CEILING).min(engine)
 }
 
 /// The agent's memory limit: the setting, or half the engine's memory, at most 8 GiB.
 pub fn memory(setting: Option<u64>, engine_memory: u64) -> u64 {
-    setting.unwrap_or_else(|| (engine_memory / 2).clamp(512 << 20, 8 << 30))
+    setting.unwrap_or_else(|| (engine_memory / 2).clamp(512 << 20, DEFAULT_MEMORY_CEILING))
 }
 
 #[cfg(test)]

@@ -24,5 +24,6 @@ pub mod ssh;
 pub mod state;
 pub mod terminal;
 pub mod text;
+pub mod trust;
 pub mod vm;
 pub mod worktree;

@@ -1,5 +1,6 @@
-//! Where sbx keeps its files: XDG cache and config directories on Linux and macOS alike (the CLI
-//! convention), session folders under the cache. Pure path arithmetic, no I/O beyond reading env.
+//! Where sbx keeps its files: XDG cache, config and data directories on Linux and macOS alike (the
+//! CLI convention), session folders under the cache, project-file approvals under the data folder.
+//! Pure path arithmetic, no I/O beyond reading env.
 
 use std::path::{Path, PathBuf};
 
@@ -8,11 +9,13 @@ use std::path::{Path, PathBuf};
 pub struct Dirs {
     pub config: PathBuf,
     pub cache: PathBuf,
+    /// `$XDG_DATA_HOME/sbx`: what sbx must keep and no sandbox may touch (approvals).
+    pub data: PathBuf,
     pub home: PathBuf,
 }
 
 impl Dirs {
-    /// Reads `XDG_CONFIG_HOME`, `XDG_CACHE_HOME` and `HOME`. Relative XDG values are ignored, as the
+    /// Reads `XDG_CONFIG_HOME`, `XDG_CACHE_HOME`, `XDG_DATA_HOME` and `HOME`. Relative XDG values are ignored, as the
     /// XDG spec requires.
     pub fn from_env() -> Result<Self, DirsError> {
         let home = std::env::var_os("HOME")
@@ -28,6 +31,7 @@ impl Dirs {
         Ok(Self {
             config: xdg("XDG_CONFIG_HOME", ".config").join("sbx"),
             cache: xdg("XDG_CACHE_HOME", ".cache").join("sbx"),
+            data: xdg("XDG_DATA_HOME", ".local/share").join("sbx"),
             home,
         })
     }
@@ -35,6 +39,13 @@ impl Dirs {
     /// `$XDG_CONFIG_HOME/sbx/config.yaml`
     pub fn user_config_file(&self) -> PathBuf {
         self.config.join("config.yaml")
+    }
+
+    /// `$XDG_DATA_HOME/sbx/trust`: one approval per project file. Not under the cache (a cache may
+    /// be wiped, and approvals are decisions) and never inside a repository, where the agent
+    /// could write its own.
+    pub fn trust(&self) -> PathBuf {
+        self.data.join("trust")
     }
 
     /// `$XDG_CACHE_HOME/sbx/sessions`

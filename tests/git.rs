@@ -332,6 +332,8 @@ fn worktree_mode_lands_commits_in_place() {
     std::fs::write(repo.join(".sbx.yaml"), "git: {mode: worktree}\n").unwrap();
     git(&repo, &["add", ".sbx.yaml"]);
     git(&repo, &["commit", "-qm", "worktree mode"]);
+    // A project file that makes `.git` writable from inside needs the user's approval.
+    assert_ok(&env.run(&repo, &["trust"]));
     let script = [
         "run",
         "--",

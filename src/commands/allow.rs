@@ -41,7 +41,7 @@ pub async fn run(ctx: &Context, entries: &[String], id: &str) -> anyhow::Result<
     record.save(&dir)?;
     let list: Vec<String> = new.iter().map(ToString::to_string).collect();
     ctx.ui.info(format!(
-        "allowed {} in session `{}` until it ends; to keep it, add it under `allow:` in `.sbx.yaml`",
+        "allowed {} in session `{}` until it ends; to keep it, add it under `allow:` in `.sbx.yaml` and approve that with `sbx trust`",
         list.join(", "),
         record.id
     ));

@@ -1,17 +1,40 @@
-//! `sbx config show`: every setting, its value and where it came from.
+//! `sbx config show`: every setting, its value and where it came from, and whether the project
+//! file is approved. It shows a file nobody approved (with what it would widen) instead of
+//! refusing it: reading settings is how a user decides.
 
 use crate::config::Layer;
 use crate::session::Context;
+use crate::trust::{Status, Widening};
 
 pub fn show(ctx: &Context, json: bool, docker_host: Option<String>) -> anyhow::Result<i32> {
     let flags = Layer {
         docker_host,
         ..Layer::default()
     };
-    let settings = super::load_settings(ctx, super::project_root().as_deref(), flags)?;
+    let loaded = super::load(ctx, super::project_root().as_deref(), flags)?;
+    let settings = &loaded.settings;
     let rows = settings.rows();
+    let file = loaded
+        .project
+        .as_ref()
+        .map(|p| crate::text::printable(&p.path.display().to_string()))
+        .unwrap_or_else(|| "(none)".into());
+    let (status, widenings): (&str, &[Widening]) = match &loaded.status {
+        Status::Absent => ("absent", &[]),
+        Status::NarrowsOnly => ("narrows-only", &[]),
+        Status::Trusted(w) => ("trusted", w),
+        Status::Untrusted(w) => ("untrusted", w),
+    };
+    let note = match &loaded.status {
+        Status::Absent => "no project file".to_owned(),
+        Status::NarrowsOnly => "widens nothing, needs no approval".to_owned(),
+        Status::Trusted(_) => "trusted as it is now".to_owned(),
+        Status::Untrusted(_) => {
+            "NOT trusted: sbx refuses it until you approve it with `sbx trust`".to_owned()
+        }
+    };
     if json {
-        let v: Vec<serde_json::Value> = rows
+        let mut v: Vec<serde_json::Value> = rows
             .iter()
             .map(|(k, v)| {
                 serde_json::json!({
@@ -19,11 +42,19 @@ pub fn show(ctx: &Context, json: bool, docker_host: Option<String>) -> anyhow::R
                 })
             })
             .collect();
+        v.push(serde_json::json!({
+            "key": "project_file", "value": file, "source": note,
+            "status": status, "widens": widenings,
+        }));
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(10);
         for (k, v) in &rows {
             println!("{k:<width$}  {v}  # {}", settings.source_of(k));
+        }
+        println!("{:<width$}  {file}  # {note}", "project_file");
+        for w in widenings {
+            println!("{:<width$}    # {w}", "");
         }
     }
     Ok(0)

@@ -60,7 +60,9 @@ pub fn run(ctx: &Context, id: &str, json: bool) -> anyhow::Result<i32> {
         );
     }
     if let Some(lines) = summary.allow_lines() {
-        println!("\nto allow the denied names, add to `.sbx.yaml`:\n{lines}");
+        println!(
+            "\nto allow the denied names, add to `.sbx.yaml` (then approve it with `sbx trust`):\n{lines}"
+        );
     }
     Ok(0)
 }

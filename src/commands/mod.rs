@@ -1,5 +1,6 @@
 //! The subcommands: each turns parsed arguments into library calls and output. Shared here:
-//! loading settings for the current folder, and finding the hint an error chain offers.
+//! loading settings for the current folder (with the project file's approval checked), and
+//! finding the hint an error chain offers.
 
 pub mod allow;
 pub mod bench;
@@ -11,13 +12,15 @@ pub mod ls;
 pub mod run;
 pub mod setup;
 pub mod token;
+pub mod trust;
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{ConfigError, Layer, Settings};
+use crate::config::{ConfigError, Layer, PROJECT_FILE, ProjectFile, Settings};
 use crate::engine::EngineError;
 use crate::image::ImageError;
 use crate::session::Context;
+use crate::trust::{Approvals, Status, TrustError};
 use crate::worktree::{self, GitError, Repo};
 
 /// An error that knows what the user should do about it.
@@ -47,6 +50,9 @@ pub fn hint_for(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     if let Some(x) = e.downcast_ref::<EngineError>() {
         return x.hint();
     }
+    if let Some(t) = e.downcast_ref::<TrustError>() {
+        return t.hint();
+    }
     if let Some(c) = e.downcast_ref::<ConfigError>() {
         return Some(match c {
             ConfigError::Env { var, .. } => format!("fix or unset `{var}`"),
@@ -54,6 +60,12 @@ pub fn hint_for(e: &(dyn std::error::Error + 'static)) -> Option<String> {
                 "fix `{}` (`sbx config show` lists every valid key)",
                 path.display()
             ),
+            ConfigError::NotAFile { path } => {
+                format!(
+                    "replace `{}` with a YAML file, or remove it",
+                    path.display()
+                )
+            }
             ConfigError::Value { .. } => {
                 "`sbx config show` lists every setting and its source".into()
             }
@@ -89,19 +101,52 @@ fn cwd() -> anyhow::Result<PathBuf> {
     std::env::current_dir().map_err(|e| anyhow::anyhow!("cannot read the current folder: {e}"))
 }
 
-/// Settings for a project root (when there is one), with the given flags on top.
+/// Settings as loaded, with where the project file stands.
+pub struct Loaded {
+    pub settings: Settings,
+    pub project: Option<ProjectFile>,
+    pub status: Status,
+}
+
+/// Settings for a project root (when there is one), with the given flags on top, refusing a
+/// project file that widens the sandbox without the user's approval: on a terminal sbx asks,
+/// elsewhere it stops. A repository is the agent's work (a kept checkout, a merged session
+/// branch) or a stranger's, so its file must not pick the engine that gets the tokens, mount
+/// other repositories or open egress on its own. The user file, `SBX_*` and flags are the
+/// user's own word and never questioned.
 pub fn load_settings(
     ctx: &Context,
     project_root: Option<&Path>,
     flags: Layer,
 ) -> anyhow::Result<Settings> {
-    Ok(Settings::load(
-        &ctx.dirs.user_config_file(),
-        project_root,
-        std::env::vars(),
-        &cwd()?,
-        flags,
-    )?)
+    let loaded = load(ctx, project_root, flags)?;
+    if let (Status::Untrusted(widenings), Some(file)) = (&loaded.status, &loaded.project) {
+        trust::confirm(ctx, file, widenings)?;
+    }
+    Ok(loaded.settings)
+}
+
+/// Settings and the project file's standing, without acting on it (for `sbx config show`).
+pub fn load(ctx: &Context, project_root: Option<&Path>, flags: Layer) -> anyhow::Result<Loaded> {
+    let below = Settings::user(&ctx.dirs.user_config_file())?;
+    // Read once: the bytes weighed and approved are the bytes that take effect.
+    let project = match project_root {
+        Some(root) => ProjectFile::read(&root.join(PROJECT_FILE))?,
+        None => None,
+    };
+    let with = below.with_project(project.as_ref())?;
+    let status = approvals(ctx).status(project.as_ref(), &below, &with)?;
+    let settings = with.with_env_and_flags(std::env::vars(), &cwd()?, flags)?;
+    Ok(Loaded {
+        settings,
+        project,
+        status,
+    })
+}
+
+/// The user's project-file approvals.
+pub fn approvals(ctx: &Context) -> Approvals {
+    Approvals::new(ctx.dirs.trust())
 }
 
 /// The primary repository: the first `--repo`, or the one containing the current folder.
