@@ -119,6 +119,11 @@ for addr in ["127.0.0.1", "127.0.0.11", "0.0.0.0", "::1", "::"]:
         binds.append("%s/%s/53=%s" % (addr, kind, bind(addr, 53, kind, reuse=True)))
 for port in [1, 80, 443, 1023]:
     binds.append("0.0.0.0/tcp/%d=%s" % (port, bind("0.0.0.0", port, "tcp")))
+# The engine resolver's real ports, behind its DNAT from 127.0.0.11:53.
+ports = resolver_ports()
+print("resolver_ports=%d" % len(ports))
+for kind, port in ports:
+    binds.append("127.0.0.11/%s/%d=%s" % (kind, port, bind("127.0.0.11", port, kind, reuse=True)))
 print("binds=" + " ".join(binds))
 print("name=" + resolve("good.test"))
 print("to_evil=%s" % tcp("{evil_ip}", 80)[0])
@@ -132,6 +137,7 @@ print("to_evil=%s" % tcp("{evil_ip}", 80)[0])
             let set = allowed_set(id, "sbx-web-4");
             assert!(!set.contains(&evil_ip), "{who}:\n{set}");
         });
+        assert_ne!(line(&out, "resolver_ports"), "0", "{who}: {out}");
         for b in line(&out, "binds").split(' ') {
             assert!(!b.ends_with("=bound"), "{who}: {b} was bound:\n{out}");
         }

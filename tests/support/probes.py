@@ -143,3 +143,15 @@ def spoof_upstream(name, fake_ip):
         pass
     t.join()
     return "%s %s" % (answered, result.get("ip"))
+
+def resolver_ports():
+    """The ports the engine's resolver really listens on (127.0.0.11, behind its DNAT), from the
+    namespace's socket tables: [(kind, port)]."""
+    out = []
+    for kind in ("udp", "tcp"):
+        for line in open("/proc/net/" + kind).read().splitlines()[1:]:
+            local = line.split()[1]
+            addr, port = local.split(":")
+            if addr == "0B00007F":
+                out.append((kind, int(port, 16)))
+    return out
