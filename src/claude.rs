@@ -36,7 +36,9 @@ const GLOBAL: &str = ".claude.json";
 const MAX_COPY_BYTES: u64 = 64 << 20;
 const MAX_COPY_FILES: usize = 20_000;
 /// The most sbx reads of a file the agent could have written.
-const MAX_READ: u64 = 1 << 20;
+const MAX_READ: u64 = 16 << 20;
+/// The most sbx reads of the user's own files (a long-used `.claude.json` grows large).
+const MAX_READ_HOST: u64 = 256 << 20;
 
 /// The user's Claude Code files on the host (`CLAUDE_CONFIG_DIR` is honoured as Claude Code
 /// does: both the folder and its `.claude.json` move there).
@@ -128,7 +130,13 @@ pub fn prepare(
             ));
         }
     }
-    let global = read_json_object(&host.global).unwrap_or_default();
+    let global = match host_json_object(&host.global) {
+        Ok(g) => g.unwrap_or_default(),
+        Err(e) => {
+            out.notes.push(format!("the sandbox starts without your `.claude.json` ({e})"));
+            Map::new()
+        }
+    };
     let global = session_global(global, workspaces);
     let path = dest.join(GLOBAL);
     write_file(&path, &to_json(&Value::Object(global)), 0o600).map_err(err(&path))?;
@@ -334,7 +342,7 @@ fn bring_back_inner(
     if let Some(oauth) = login.oauth
         && (cfg!(target_os = "linux") || host_credentials.exists())
     {
-        let mut creds = read_json_object(&host_credentials).unwrap_or_default();
+        let mut creds = host_json_object(&host_credentials)?.unwrap_or_default();
         if creds.get("claudeAiOauth") != Some(&Value::Object(oauth.clone())) {
             creds.insert("claudeAiOauth".into(), Value::Object(oauth));
             std::fs::create_dir_all(&host.dir)?;
@@ -343,7 +351,7 @@ fn bring_back_inner(
         }
     }
     if !login.account.is_empty() {
-        let mut global = read_json_object(&host.global).unwrap_or_default();
+        let mut global = host_json_object(&host.global)?.unwrap_or_default();
         let mut changed = false;
         for (k, v) in login.account {
             if global.get(&k) != Some(&v) {
@@ -367,6 +375,30 @@ fn read_json_object(path: &Path) -> Option<Map<String, Value>> {
     match serde_json::from_slice(&bytes).ok()? {
         Value::Object(m) => Some(m),
         _ => None,
+    }
+}
+
+/// One of the user's own JSON files, to merge into: `None` when it does not exist, an error when
+/// it exists but is not a JSON object sbx can read (then sbx leaves it alone rather than write a
+/// file holding only its own keys over the user's).
+fn host_json_object(path: &Path) -> std::io::Result<Option<Map<String, Value>>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if bytes.len() as u64 > MAX_READ_HOST {
+        return Err(std::io::Error::other(format!(
+            "`{}` is too large to update",
+            path.display()
+        )));
+    }
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(m)) => Ok(Some(m)),
+        _ => Err(std::io::Error::other(format!(
+            "`{}` is not a JSON object; left as it is",
+            path.display()
+        ))),
     }
 }
 
@@ -535,6 +567,24 @@ mod tests {
             std::fs::read_to_string(h.dir.join(CREDENTIALS)).unwrap(),
             newer
         );
+    }
+
+    #[test]
+    fn a_host_file_sbx_cannot_read_is_left_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let h = host(d.path());
+        write(&h.dir.join(CREDENTIALS), CREDS);
+        let s = d.path().join("session");
+        let p = prepare(&h, &s, &[], None).unwrap();
+        write(
+            &session_copy(&s).join(GLOBAL),
+            r#"{"hasCompletedOnboarding": true}"#,
+        );
+        // The user's file changed meanwhile into something that is not a JSON object.
+        write(&h.global, "not json");
+        assert!(bring_back(&h, &s, &p.login_fingerprint).is_err());
+        assert_eq!(std::fs::read_to_string(&h.global).unwrap(), "not json");
+        assert!(!session_copy(&s).exists());
     }
 
     #[test]
