@@ -654,6 +654,8 @@ async fn wait_for_gate(
 /// Brings the session's Claude login state home and deletes its copy of the configuration.
 fn finish_claude(ctx: &Context, dir: &Path, record: &Record) {
     let Some(start) = &record.claude_login else {
+        // A copy whose making was interrupted brings nothing back, but may hold credentials.
+        let _ = std::fs::remove_dir_all(crate::claude::session_copy(dir));
         return;
     };
     let host = crate::claude::HostConfig::from_env(&ctx.dirs.home);
