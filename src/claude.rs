@@ -133,7 +133,9 @@ pub fn prepare(
     let global = match host_json_object(&host.global) {
         Ok(g) => g.unwrap_or_default(),
         Err(e) => {
-            out.notes.push(format!("the sandbox starts without your `.claude.json` ({e})"));
+            out.notes.push(format!(
+                "the sandbox starts without your `.claude.json` ({e})"
+            ));
             Map::new()
         }
     };

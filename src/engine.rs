@@ -501,6 +501,13 @@ impl Engine {
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             user: Some(spec.user.clone()),
+            // Exactly the planned command runs: an image's ENTRYPOINT or HEALTHCHECK (a custom
+            // agent image is the user's, or a session's edit of it) never runs on its own.
+            entrypoint: Some(vec![String::new()]),
+            healthcheck: Some(bollard::models::HealthConfig {
+                test: Some(vec!["NONE".into()]),
+                ..Default::default()
+            }),
             cmd: Some(spec.cmd.clone()),
             labels: Some(spec.labels.clone().into_iter().collect()),
             hostname: spec.hostname.clone(),

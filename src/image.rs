@@ -90,6 +90,21 @@ pub fn gate_image(settings: &Settings) -> Result<ImageSpec, ImageError> {
     Ok(spec("gate", GATE_TAG, files, build_args))
 }
 
+/// A digest of what a Dockerfile folder and CA certificate files put into an image: what an
+/// approval of a project file that names them binds to (`trust`), besides the file itself.
+pub fn inputs_digest(
+    dockerfile: Option<&Path>,
+    extra_ca_certs: &[PathBuf],
+) -> Result<String, ImageError> {
+    let mut files = match dockerfile {
+        Some(dir) => read_context(dir)?,
+        None => Vec::new(),
+    };
+    files.extend(ca_files(extra_ca_certs)?);
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(hex::encode(Sha256::digest(deterministic_tar(&files))))
+}
+
 fn file(path: &str, text: &str, mode: u32) -> File {
     File {
         path: path.to_owned(),

@@ -512,8 +512,9 @@ async fn start_and_exec(
         working_dir: format!("/workspace/{}", checkouts[0].name),
     };
     let agent = container::agent(&inputs);
-    // The agent is created while the gate starts (it only needs the gate to exist), and
-    // started while the gate loads the firewall (it only needs the gate's namespace).
+    // The agent is created while the gate starts (it only needs the gate to exist), but started
+    // only once the gate reports the firewall loaded: until then the namespace is open, and
+    // whatever the agent's image runs at start (its `sleep`, in a custom image) would be too.
     let began = Instant::now();
     let (gate_started, agent_created) = tokio::join!(
         engine.start_container(&gate_name),
@@ -523,13 +524,10 @@ async fn start_and_exec(
     agent_created?;
     timings_push(live, "gate start", began);
     let began = Instant::now();
-    let (ready, agent_started) = tokio::join!(
-        wait_for_gate(gate_output),
-        engine.start_container(&agent.name)
-    );
-    ready?;
+    wait_for_gate(gate_output).await?;
     timings_push(live, "firewall apply", began);
-    agent_started?;
+    let began = Instant::now();
+    engine.start_container(&agent.name).await?;
     timings_push(live, "agent start", began);
 
     let began = Instant::now();

@@ -389,6 +389,27 @@ pub fn bound_path(path: &Path) -> PathBuf {
         .join(name)
 }
 
+/// What an approval binds: the file's bytes and, when it names files whose content goes into the
+/// sandbox's image (`image.dockerfile`, `image.extra_ca_certs`), their content too. An approved
+/// file that points at a Dockerfile folder would otherwise let a session change the Dockerfile
+/// (a commit the user merges) and have the next run build it unasked.
+pub fn digest(file: &ProjectFile) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(file.sha256());
+    if let Some(image) = &file.layer.image
+        && (image.dockerfile.is_some() || image.extra_ca_certs.is_some())
+    {
+        let cas = image.extra_ca_certs.clone().unwrap_or_default();
+        match crate::image::inputs_digest(image.dockerfile.as_deref(), &cas) {
+            Ok(d) => h.update(format!("\0image inputs {d}")),
+            // Unreadable now: nothing approved earlier matches, and the run reports the error.
+            Err(e) => h.update(format!("\0image inputs unreadable: {e}")),
+        }
+    }
+    hex::encode(h.finalize())
+}
+
 /// One approval on disk.
 #[derive(Debug, Serialize, Deserialize)]
 struct Approval {
@@ -436,7 +457,7 @@ impl Approvals {
         };
         // A record that does not parse approves nothing; the next `sbx trust` replaces it.
         Ok(serde_json::from_str::<Approval>(&text)
-            .is_ok_and(|a| a.path == bound && a.sha256 == file.sha256()))
+            .is_ok_and(|a| a.path == bound && a.sha256 == digest(file)))
     }
 
     /// Approves this content at this path, replacing any earlier approval of the path.
@@ -445,7 +466,7 @@ impl Approvals {
         let bound = bound_path(&file.path);
         let approval = Approval {
             path: bound.clone(),
-            sha256: file.sha256(),
+            sha256: digest(file),
             approved: crate::state::now(),
         };
         let json = serde_json::to_vec_pretty(&approval).map_err(std::io::Error::other);
@@ -700,6 +721,43 @@ mod tests {
         let p = dir.join(PROJECT_FILE);
         std::fs::write(&p, text).unwrap();
         ProjectFile::read(&p).unwrap().unwrap()
+    }
+
+    #[test]
+    fn approval_covers_the_dockerfile_folder_and_certificates_the_file_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Approvals::new(tmp.path().join("trust"));
+        let repo = tmp.path().join("repo");
+        std::fs::create_dir_all(repo.join("sandbox")).unwrap();
+        std::fs::write(repo.join("sandbox/Dockerfile"), "FROM debian:trixie-slim\n").unwrap();
+        std::fs::write(
+            repo.join("ca.pem"),
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let text = "image:\n  dockerfile: ./sandbox\n  extra_ca_certs: [ca.pem]\n";
+        let f = project(&repo, text);
+        store.trust(&f).unwrap();
+        assert!(store.is_trusted(&project(&repo, text)).unwrap());
+        // A session changes only the Dockerfile (or adds a file to its folder): asked again.
+        std::fs::write(
+            repo.join("sandbox/Dockerfile"),
+            "FROM debian:trixie-slim\nENTRYPOINT [\"/evil\"]\n",
+        )
+        .unwrap();
+        assert!(!store.is_trusted(&project(&repo, text)).unwrap());
+        std::fs::write(repo.join("sandbox/Dockerfile"), "FROM debian:trixie-slim\n").unwrap();
+        assert!(store.is_trusted(&project(&repo, text)).unwrap());
+        std::fs::write(repo.join("sandbox/evil.sh"), "curl x").unwrap();
+        assert!(!store.is_trusted(&project(&repo, text)).unwrap());
+        std::fs::remove_file(repo.join("sandbox/evil.sh")).unwrap();
+        // Or the certificate.
+        std::fs::write(
+            repo.join("ca.pem"),
+            "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        assert!(!store.is_trusted(&project(&repo, text)).unwrap());
     }
 
     #[test]

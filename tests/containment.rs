@@ -378,3 +378,77 @@ for name in ["0.0.0.0/0:443", "\x1b]0;pwned\x07\x1b[2J.example", "evil\u202etxt.
     );
     assert!(!text.contains("- 0.0.0.0"), "{text}");
 }
+
+#[test]
+fn nothing_of_the_agents_image_runs_before_the_firewall_or_on_its_own() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    let _g = SessionGuard { env: &env };
+    let mut net = TestNet::new(&[]);
+    let evil = net.web_host("evil.test");
+    let evil_ip = net.ip(&evil, false);
+    // A custom image (the user's own, or one a session edited) whose `sleep`, ENTRYPOINT and
+    // HEALTHCHECK try to open a connection while the gate is still loading the firewall, to use
+    // it later as an established one.
+    let dir = env.home().join("image");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("early.py"),
+        format!(
+            r#"import socket, sys, time
+open("/tmp/ran-" + sys.argv[1], "w").close()
+t0 = time.time(); last = "none"
+while time.time() - t0 < 3:
+    try:
+        s = socket.create_connection(("{evil_ip}", 80), timeout=0.2)
+        open("/tmp/early-" + sys.argv[1], "w").write("connected")
+        time.sleep(3600)
+    except OSError as e:
+        last = str(e); time.sleep(0.005)
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM sbx-sandbox:latest\nUSER root\nCOPY early.py /early.py\n\
+         RUN mv /usr/bin/sleep /usr/bin/sleep.real \
+         && printf '#!/bin/sh\\npython3 /early.py sleep &\\nexec /usr/bin/sleep.real \"$@\"\\n' > /usr/bin/sleep \
+         && chmod 755 /usr/bin/sleep\n\
+         HEALTHCHECK --interval=1s CMD python3 /early.py healthcheck\n\
+         ENTRYPOINT [\"/bin/sh\", \"-c\", \"python3 /early.py entrypoint & exec \\\"$@\\\"\", \"--\"]\n\
+         USER nobody\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(env.config_dir()).unwrap();
+    std::fs::write(
+        env.config_dir().join("config.yaml"),
+        format!(
+            "image:\n  dockerfile: {}\n  tag: sbxtest-early:latest\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let repo = env.repo("app");
+    let body = format!(
+        r#"
+time.sleep(4)
+import glob
+print("early=" + ",".join(sorted(glob.glob("/tmp/early-*"))))
+print("ran=" + ",".join(sorted(glob.glob("/tmp/ran-*"))))
+print("now=%s" % tcp("{evil_ip}", 80)[0])
+"#
+    );
+    let args = network_run_args(&net, &[], python(&body));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = env.run(&repo, &args);
+    let _ = docker(&["rmi", "-f", "sbxtest-early:latest"]);
+    assert_ok(&o);
+    let out = stdout(&o);
+    // Nothing connected before the firewall; the image's own entrypoint and healthcheck never
+    // ran (its `sleep` did, after the firewall was in place).
+    assert_eq!(line(&out, "early"), "", "{out}");
+    assert_eq!(line(&out, "ran"), "/tmp/ran-sleep", "{out}");
+    assert_eq!(line(&out, "now"), "ECONNREFUSED", "{out}");
+}

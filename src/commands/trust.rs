@@ -43,7 +43,7 @@ pub fn run(ctx: &Context, args: TrustArgs) -> anyhow::Result<i32> {
     approvals.trust(&file)?;
     ctx.ui.info(format!(
         "trusted `{shown}` as it is now (sha256 {}); sbx asks again when it changes",
-        &file.sha256()[..12]
+        &crate::trust::digest(&file)[..12]
     ));
     Ok(0)
 }
