@@ -334,7 +334,16 @@ pub fn report_outcomes(ui: &Ui, outcomes: &[Outcome]) {
                 o.host_root.display()
             ));
         }
-        if let Some(why) = &o.kept {
+        for note in &o.notes {
+            ui.notice(format!("in `{}`, sbx {note}", o.name));
+        }
+        if let Some(why) = &o.not_safe {
+            // Never presented as ordinary kept work: git run there could run the agent's code.
+            ui.warn(format!(
+                "`{}` is kept, but it is NOT SAFE to use as a repository: {why}\n  do not run git (or anything that runs git: an editor, a shell prompt) in it or its folders; copy out the files you need and delete it",
+                o.path.display()
+            ));
+        } else if let Some(why) = &o.kept {
             ui.notice(format!("kept `{}`: {why}", o.path.display()));
         }
     }
