@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::GitMode;
 use crate::process::Cmd;
 use crate::safefs::{Dir, Kind};
-use rebuild::{Head, NewGit, SweepOptions};
+use rebuild::{Head, NewGit, SweepOptions, Swept};
 
 /// A repository of the session, as found on the host.
 #[derive(Debug, Clone)]
@@ -643,14 +643,7 @@ fn finish_unbounded(c: &Checkout, session_id: &str, keep: bool) -> Outcome {
         return out;
     }
     match c.mode {
-        GitMode::Isolated => {
-            if let Err(why) = make_safe(c, &mut out) {
-                out.kept = Some("sbx could not make it safe".into());
-                out.not_safe = Some(why);
-                return out;
-            }
-            settle_isolated(c, session_id, keep, &mut out);
-        }
+        GitMode::Isolated => finish_isolated(c, session_id, keep, &mut out),
         GitMode::Worktree => finish_worktree(c, session_id, keep, &mut out),
     }
     out
@@ -670,32 +663,74 @@ fn parent_and_name(p: &Path) -> Option<(&Path, &OsStr)> {
     Some((p.parent()?, p.file_name()?))
 }
 
-/// Turns an isolated checkout the agent had into one that is safe to run git in: its files swept
-/// (special files removed, nested repositories disabled, owner restored) and its `.git` replaced
-/// by one sbx writes. The error says why it could not be done.
-fn make_safe(c: &Checkout, out: &mut Outcome) -> Result<(), String> {
+/// An isolated checkout the agent had becomes one that is safe to run git in: its files swept
+/// (special files removed, nested repositories disabled, owner restored), its `.git` replaced by
+/// one sbx writes, the commits imported, then removed when clean. What cannot be made safe is
+/// kept and reported (`not_safe`).
+fn finish_isolated(c: &Checkout, session_id: &str, keep: bool, out: &mut Outcome) {
+    let not_safe = |out: &mut Outcome, why: String| {
+        out.kept = Some("sbx could not make it safe".into());
+        out.not_safe = Some(why);
+    };
     let owner = host_owner();
-    let (parent, name) = parent_and_name(&c.path).ok_or("its path has no parent folder")?;
     let opened = |e: std::io::Error| format!("sbx could not open it ({e})");
-    let repos = Dir::open(parent).map_err(opened)?;
-    let root = repos.open_dir(name).map_err(opened)?;
-    if let Some((uid, gid)) = owner {
-        root.chown_self(uid, gid)
-            .map_err(|e| format!("sbx could not take it back from the agent's user ({e})"))?;
+    let dirs = parent_and_name(&c.path)
+        .ok_or_else(|| "its path has no parent folder".to_owned())
+        .and_then(|(parent, name)| {
+            let repos = Dir::open(parent).map_err(opened)?;
+            let root = repos.open_dir(name).map_err(opened)?;
+            Ok((repos, root))
+        });
+    let (repos, root) = match dirs {
+        Ok(d) => d,
+        Err(why) => return not_safe(out, why),
+    };
+    if let Some((uid, gid)) = owner
+        && let Err(e) = root.chown_self(uid, gid)
+    {
+        return not_safe(
+            out,
+            format!("sbx could not take it back from the agent's user ({e})"),
+        );
     }
-    let swept = rebuild::sweep(
+    let mut swept = Swept::default();
+    // A sweep that could not finish (folders nested too deep, an entry sbx may not change)
+    // leaves parts unchecked: the rest still runs, so the top `.git` is still replaced and the
+    // commits still come home, but the checkout is kept and reported as not safe.
+    let unchecked = rebuild::sweep(
         &root,
         SweepOptions {
             disarm_nested: true,
             owner,
         },
+        &mut swept,
     )
-    .map_err(|e| format!("sbx could not check all of its files ({e})"))?;
-    out.notes.extend(swept.notes());
-    let notes = replace_git(c, &repos, &root, owner)
-        .map_err(|e| format!("sbx could not replace its `.git` ({e})"))?;
-    out.notes.extend(notes);
-    Ok(())
+    .err()
+    .map(|e| format!("sbx could not check all of its files ({e})"));
+    match replace_git(c, &repos, &root, owner) {
+        Ok(notes) => out.notes.extend(notes),
+        Err(e) => {
+            out.notes.extend(swept.notes());
+            return not_safe(out, format!("sbx could not replace its `.git` ({e})"));
+        }
+    }
+    settle_isolated(c, session_id, keep, unchecked.is_none(), out);
+    // Folders git would open as bare repositories only matter in what is kept; disabling them
+    // earlier would make every checkout of a repository with such a fixture look changed.
+    let mut broken = unchecked;
+    if c.path.exists()
+        && let Err(e) = rebuild::disarm_bare(&root, &mut swept)
+    {
+        broken.get_or_insert(format!("sbx could not disable a nested repository ({e})"));
+    }
+    let mut notes = swept.notes();
+    notes.append(&mut out.notes);
+    out.notes = notes;
+    if let Some(why) = broken {
+        out.kept
+            .get_or_insert_with(|| "sbx could not make it safe".into());
+        out.not_safe = Some(why);
+    }
 }
 
 /// Replaces the checkout's `.git` with one sbx writes. The agent's goes aside first (to
@@ -811,9 +846,15 @@ fn own_objects(common_dir: &Path) -> PathBuf {
         .unwrap_or_else(|| common_dir.join("objects"))
 }
 
-/// The rest of an isolated finish, on a checkout whose `.git` is sbx's: import, index, status,
-/// then remove or keep.
-fn settle_isolated(c: &Checkout, session_id: &str, keep: bool, out: &mut Outcome) {
+/// The rest of an isolated finish, on a checkout whose `.git` is sbx's: import, index, status
+/// (unless parts of it went unchecked: then it is simply kept), then remove or keep.
+fn settle_isolated(
+    c: &Checkout,
+    session_id: &str,
+    keep: bool,
+    check_status: bool,
+    out: &mut Outcome,
+) {
     let repo = match open_checkout(&c.path) {
         Ok(r) => r,
         Err(why) => {
@@ -854,6 +895,11 @@ fn settle_isolated(c: &Checkout, session_id: &str, keep: bool, out: &mut Outcome
         });
         return;
     }
+    if !check_status {
+        out.kept
+            .get_or_insert_with(|| "sbx could not check all of it".into());
+        return;
+    }
     let dirty = match dirty(&repo, true) {
         Ok(d) => d,
         Err(why) => {
@@ -881,21 +927,21 @@ fn decide(c: &Checkout, keep: bool, dirty: bool, out: &mut Outcome) {
 /// so there is nothing to rebuild; special files are still removed first, as libgit2's status
 /// would block on a FIFO as well.
 fn finish_worktree(c: &Checkout, session_id: &str, keep: bool, out: &mut Outcome) {
-    let swept = Dir::open(&c.path).and_then(|root| {
+    let mut swept = Swept::default();
+    let result = Dir::open(&c.path).and_then(|root| {
         rebuild::sweep(
             &root,
             SweepOptions {
                 disarm_nested: false,
                 owner: None,
             },
+            &mut swept,
         )
     });
-    match swept {
-        Ok(s) => out.notes.extend(s.notes()),
-        Err(e) => {
-            out.kept = Some(format!("sbx could not check all of its files ({e})"));
-            return;
-        }
+    out.notes.extend(swept.notes());
+    if let Err(e) = result {
+        out.kept = Some(format!("sbx could not check all of its files ({e})"));
+        return;
     }
     let state = match open_checkout(&c.path).and_then(|r| {
         let head = head_commit(&r);
@@ -1618,6 +1664,65 @@ mod tests {
         assert_eq!(git(&host, &["rev-parse", "sbx/i1"]), head);
         assert!(!repos.join(".sbx-quarantine-host").exists());
         assert!(!repos.join(".sbx-git-host").exists());
+    }
+
+    #[tokio::test]
+    async fn a_tracked_bare_repository_fixture_does_not_keep_a_clean_checkout() {
+        let d = tempfile::tempdir().unwrap();
+        let host = d.path().join("host");
+        std::fs::create_dir(&host).unwrap();
+        repo_with_commit(&host);
+        let fixture = host.join("tests/fixture.git");
+        for sub in ["objects/info", "refs/heads"] {
+            std::fs::create_dir_all(fixture.join(sub)).unwrap();
+            std::fs::write(fixture.join(sub).join("keep"), "").unwrap();
+        }
+        std::fs::write(fixture.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+        git(&host, &["add", "."]);
+        git(&host, &["commit", "-q", "-m", "fixture"]);
+        let repo = discover(&host).unwrap();
+        let dest = d.path().join("s/repos/host");
+        let mut c = Checkout::plan(&repo, "host", &dest, GitMode::Isolated);
+        create(&mut c, None).await.unwrap();
+        let o = finish(&c, "t1", false);
+        assert_eq!((o.kept.clone(), o.not_safe.clone()), (None, None), "{o:?}");
+        assert!(!dest.exists());
+        // Kept for another reason, it is disabled like any other.
+        let mut c = Checkout::plan(&repo, "host", &dest, GitMode::Isolated);
+        create(&mut c, None).await.unwrap();
+        std::fs::write(dest.join("wip"), "x").unwrap();
+        let o = finish(&c, "t2", false);
+        assert!(o.kept.is_some() && o.not_safe.is_none(), "{o:?}");
+        assert!(!dest.join("tests/fixture.git/HEAD").exists());
+        assert!(
+            o.notes.join("\n").contains("tests/fixture.git/HEAD"),
+            "{o:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tree_too_deep_to_check_is_kept_as_not_safe_with_its_commits_home() {
+        let d = tempfile::tempdir().unwrap();
+        let (host, dest, c) = isolated(d.path()).await;
+        std::fs::write(dest.join("n.txt"), "n\n").unwrap();
+        git(&dest, &["add", "."]);
+        git(&dest, &["commit", "-q", "-m", "inside"]);
+        let deep: PathBuf = std::iter::repeat_n("d", crate::safefs::MAX_DEPTH + 5).collect();
+        std::fs::create_dir_all(dest.join(&deep)).unwrap();
+        plant(&dest.join(".git"), &d.path().join("pwned"));
+        let o = finish(&c, "d1", false);
+        assert!(
+            o.not_safe.as_deref().unwrap_or("").contains("deeper"),
+            "{o:?}"
+        );
+        assert!(o.kept.is_some() && dest.exists(), "{o:?}");
+        assert_eq!(o.branch.as_deref(), Some("sbx/d1"));
+        assert_eq!(
+            git(&host, &["log", "-1", "--format=%s", "sbx/d1"]).trim(),
+            "inside"
+        );
+        // The top `.git` is sbx's all the same.
+        assert!(!dest.join(".git/hooks").exists());
     }
 
     #[tokio::test]

@@ -24,6 +24,9 @@ pub struct SweepOptions {
 pub struct Swept {
     pub specials: Vec<String>,
     pub disarmed: Vec<(String, String)>,
+    /// Folders git would open as a bare repository (path from the top, and whether it is a
+    /// nested `.git` already reported), left for [`disarm_bare`].
+    bare: Vec<(Vec<u8>, bool)>,
 }
 
 impl Swept {
@@ -161,11 +164,35 @@ fn followed_by_status(name: &[u8]) -> bool {
 }
 
 /// Walks the whole checkout below `root` (never its top-level `.git`, which the caller
-/// replaces), never following a symbolic link.
-pub fn sweep(root: &Dir, opts: SweepOptions) -> io::Result<Swept> {
-    let mut out = Swept::default();
-    sweep_dir(root, &[], 0, opts, &mut out)?;
-    Ok(out)
+/// replaces), never following a symbolic link. What it did is in `out` even when it fails.
+pub fn sweep(root: &Dir, opts: SweepOptions, out: &mut Swept) -> io::Result<()> {
+    sweep_dir(root, &[], 0, false, opts, out)
+}
+
+/// Renames `HEAD` in the folders the sweep found that git would open as a bare repository
+/// (reading their config) when the user runs git in them or below them.
+pub fn disarm_bare(root: &Dir, swept: &mut Swept) -> io::Result<()> {
+    for (path, quiet) in std::mem::take(&mut swept.bare) {
+        let mut dir = None;
+        for part in path.split(|b| *b == b'/') {
+            let parent = dir.as_ref().unwrap_or(root);
+            dir = Some(parent.open_dir(OsStr::from_bytes(part))?);
+        }
+        let Some(dir) = dir else { continue };
+        for name in dir.names()? {
+            if hfs_is(name.as_bytes(), "head") {
+                let to = disabled_name(&dir, &name)?;
+                dir.rename(&name, &dir, &to)?;
+                if !quiet {
+                    swept.disarmed.push((
+                        shown(&join(&path, name.as_bytes())),
+                        shown(&join(&path, to.as_bytes())),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn join(rel: &[u8], name: &[u8]) -> Vec<u8> {
@@ -199,6 +226,7 @@ fn sweep_dir(
     dir: &Dir,
     rel: &[u8],
     depth: usize,
+    was_dotgit: bool,
     opts: SweepOptions,
     out: &mut Swept,
 ) -> io::Result<()> {
@@ -210,9 +238,11 @@ fn sweep_dir(
     }
     let names = dir.names()?;
     // A folder below the top that git would open as a bare repository (the agent's config,
-    // hooks, `core.fsmonitor`...) when the user runs git in it or below it: without its `HEAD`
-    // git does not recognise it.
-    let bare = opts.disarm_nested && depth > 0 && looks_like_git_dir(&names);
+    // `core.pager`, `gpg.program`...) when the user runs git in it or below it: without its
+    // `HEAD` git does not recognise it.
+    if opts.disarm_nested && depth > 0 && looks_like_git_dir(&names) {
+        out.bare.push((rel.to_vec(), was_dotgit));
+    }
     for name in names {
         if depth == 0 && name.as_bytes() == b".git" {
             continue;
@@ -234,8 +264,7 @@ fn sweep_dir(
             dir.chown(&name, uid, gid)?;
         }
         let mut name = name;
-        let disarm = opts.disarm_nested
-            && (is_dotgit(name.as_bytes()) || (bare && hfs_is(name.as_bytes(), "head")));
+        let disarm = opts.disarm_nested && is_dotgit(name.as_bytes());
         if disarm {
             let to = disabled_name(dir, &name)?;
             dir.rename(&name, dir, &to)?;
@@ -246,7 +275,8 @@ fn sweep_dir(
         match meta.kind {
             Kind::Dir => {
                 let sub = dir.open_dir(&name)?;
-                sweep_dir(&sub, &join(rel, name.as_bytes()), depth + 1, opts, out)?;
+                let rel = join(rel, name.as_bytes());
+                sweep_dir(&sub, &rel, depth + 1, disarm, opts, out)?;
             }
             Kind::File => strip_id_bits(dir, &name, &meta)?,
             // libgit2 follows these while reading a status; one pointing at a FIFO outside the

@@ -81,6 +81,24 @@ impl Env {
         extra_env: &[(&str, &str)],
         stdin: Option<&str>,
     ) -> Option<Output> {
+        let mut c = self.user_command(cwd, args)?;
+        c.envs(extra_env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            use std::io::Write;
+            input.write_all(s.as_bytes()).unwrap();
+        }
+        drop(input);
+        Some(child.wait_with_output().unwrap())
+    }
+
+    /// The command [`Env::run_as_user`] runs (`sbx args...` as uid/gid 1000 in the `docker`
+    /// group, this HOME handed to that user), to spawn it yourself. `None` when not root.
+    pub fn user_command(&self, cwd: &Path, args: &[&str]) -> Option<Command> {
         if !Env::is_root() {
             return None;
         }
@@ -105,19 +123,8 @@ impl Env {
                     .get_envs()
                     .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
             )
-            .envs(extra_env.iter().copied())
-            .current_dir(cwd)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(s) = stdin {
-            use std::io::Write;
-            input.write_all(s.as_bytes()).unwrap();
-        }
-        drop(input);
-        Some(child.wait_with_output().unwrap())
+            .current_dir(cwd);
+        Some(c)
     }
 
     /// Whether this process is root (and so can switch users for a test).
