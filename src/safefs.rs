@@ -265,13 +265,16 @@ impl Dir {
     /// link instead of writing through it.
     pub fn write_file(&self, name: &OsStr, bytes: &[u8], mode: u32) -> io::Result<()> {
         check_name(name)?;
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let mut attempt = 0u32;
         let (tmp, fd) = loop {
-            let tmp = OsString::from(format!(
-                ".sbx-tmp-{}-{attempt}-{}",
-                std::process::id(),
-                crate::state::new_id()
-            ));
+            // Unique enough; `O_EXCL` makes a clash (or a name planted in advance) a retry.
+            let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            let tmp = OsString::from(format!(".sbx-tmp-{}-{n}-{nanos}", std::process::id()));
             match rustix::fs::openat(
                 &self.fd,
                 &tmp,

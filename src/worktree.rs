@@ -862,27 +862,42 @@ fn settle_isolated(
             return;
         }
     };
-    let head = repo
-        .head()
-        .ok()
-        .and_then(|h| h.peel_to_commit().ok())
-        .map(|c| c.id());
-    if let Some(head) = head.filter(|h| h.to_string() != c.start_commit) {
-        let branch = session_branch(session_id);
-        match import_isolated(c, &repo, head, &branch) {
-            Ok(()) => out.branch = Some(branch),
-            Err(e) => {
-                out.kept = Some(match set_aside(&repo, c, head) {
-                    Ok(()) => format!(
-                        "its commits were not imported: {e}; they stay in it as `{REFUSED_REF}`, and its HEAD is back at the start commit"
-                    ),
-                    Err(e2) => format!(
-                        "its commits were not imported: {e} (and sbx could not set them aside: {})",
-                        rebuild::shown(e2.message().as_bytes())
-                    ),
-                });
+    // What HEAD names, and whether it is a commit libgit2 can read (an object the agent wrote
+    // with a malformed header is not; it is refused like one git refuses).
+    let head = repo.head().ok().and_then(|h| {
+        let target = h.target()?;
+        Some(match h.peel_to_commit() {
+            Ok(commit) => Ok(commit.id()),
+            Err(e) => Err((target, e)),
+        })
+    });
+    let refused = match head {
+        Some(Ok(h)) if h.to_string() != c.start_commit => {
+            let branch = session_branch(session_id);
+            match import_isolated(c, &repo, h, &branch) {
+                Ok(()) => {
+                    out.branch = Some(branch);
+                    None
+                }
+                Err(e) => Some((h, e)),
             }
         }
+        Some(Err((target, e))) if target.to_string() != c.start_commit => Some((
+            target,
+            ImportError::Unreadable(rebuild::shown(e.message().as_bytes())),
+        )),
+        _ => None,
+    };
+    if let Some((head, e)) = refused {
+        out.kept = Some(match set_aside(&repo, c, head) {
+            Ok(()) => format!(
+                "its commits were not imported: {e}; they stay in it as `{REFUSED_REF}`, and its HEAD is back at the start commit"
+            ),
+            Err(e2) => format!(
+                "its commits were not imported: {e} (and sbx could not set them aside: {})",
+                rebuild::shown(e2.message().as_bytes())
+            ),
+        });
     }
     // The agent's index is gone with its `.git`: this one matches HEAD, so staged but
     // uncommitted changes show as unstaged (the files themselves are untouched).
@@ -1104,9 +1119,11 @@ fn build_pack(
 }
 
 /// Feeds the pack to `git index-pack --strict` in the host repository, the way `git
-/// receive-pack` takes a push: into a quarantine object folder first (`index-pack` installs a
-/// pack before its `.gitmodules` checks run), moved in only when git accepted every object.
-/// The host's config is the user's and trusted; no config of the session repository is read.
+/// receive-pack` takes a push: into a quarantine object folder first, moved in only when git
+/// accepted every object. (A refused `index-pack` leaves its temporary pack behind, and it runs
+/// the queued `.gitmodules`/`.gitattributes` checks, `fsck_finish`, only after installing the
+/// pack.) The host's config is the user's and trusted; no config of the session repository is
+/// read.
 fn validate_into_host(c: &Checkout, pack: Vec<u8>) -> Result<(), ImportError> {
     let host_err = |why: String| ImportError::Host {
         repo: c.host_root.clone(),
@@ -1593,53 +1610,103 @@ mod tests {
         }
     }
 
-    /// A commit (on HEAD) whose tree git's fsck rejects: entries out of order, or a `.git`.
-    fn bad_commit(dest: &Path, kind: &str) -> String {
-        let blob = git(dest, &["hash-object", "-w", "--stdin"]);
-        let blob = hex::decode(blob.trim()).unwrap();
-        let entry = |name: &str| [format!("100644 {name}\0").into_bytes(), blob.clone()].concat();
-        let tree = match kind {
-            "unsorted" => [entry("b"), entry("a")].concat(),
-            _ => [entry(".git"), entry("x")].concat(),
-        };
+    /// Writes an object as is (`--literally`: no checks) and returns its id.
+    fn write_object(dest: &Path, kind: &str, bytes: &[u8]) -> String {
         let mut child = std::process::Command::new("git")
             .arg("-C")
             .arg(dest)
-            .args(["hash-object", "-t", "tree", "--literally", "-w", "--stdin"])
+            .args(["hash-object", "-t", kind, "--literally", "-w", "--stdin"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), &tree).unwrap();
-        let tree = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
-        let commit = git(
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), bytes).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// A commit (made HEAD) that git's fsck rejects, and the message id it reports.
+    fn bad_commit(dest: &Path, kind: &str) -> (String, &'static str) {
+        let oid = |hex: &str| hex::decode(hex).unwrap();
+        let blob = oid(&write_object(dest, "blob", b"hi\n"));
+        let gitmodules = oid(&write_object(
             dest,
-            &["commit-tree", tree.trim(), "-p", "HEAD", "-m", "bad"],
+            "blob",
+            b"[submodule \"x\"]\n\tpath = x\n\turl = --upload-pack=touch /tmp/pwned\n",
+        ));
+        let entry = |mode: &str, name: &str, id: &[u8]| {
+            [format!("{mode} {name}\0").into_bytes(), id.to_vec()].concat()
+        };
+        let (tree, why) = match kind {
+            "unsorted" => (
+                [entry("100644", "b", &blob), entry("100644", "a", &blob)].concat(),
+                "treeNotSorted",
+            ),
+            "dotgit" => (
+                [entry("100644", ".git", &blob), entry("100644", "x", &blob)].concat(),
+                "hasDotgit",
+            ),
+            "mode" => (entry("100664", "a", &blob), "badFilemode"),
+            "gitmodules" => (entry("100644", ".gitmodules", &gitmodules), "gitmodulesUrl"),
+            "ident" => (entry("100644", "a", &blob), "zeroPaddedDate"),
+            // A header libgit2 cannot parse: refused before git is asked.
+            _ => (entry("100644", "a", &blob), "could not read"),
+        };
+        let tree = write_object(dest, "tree", &tree);
+        let parent = git(dest, &["rev-parse", "HEAD"]);
+        let author = match kind {
+            "ident" => "<a@example.com> 01 +0000",
+            "garbled" => "<a@example.com 1 +0000",
+            _ => "<a@example.com> 1 +0000",
+        };
+        let commit = write_object(
+            dest,
+            "commit",
+            format!(
+                "tree {tree}\nparent {}\nauthor A {author}\ncommitter A <a@example.com> 1 +0000\n\nbad\n",
+                parent.trim()
+            )
+            .as_bytes(),
         );
-        git(dest, &["update-ref", "HEAD", commit.trim()]);
-        commit.trim().to_owned()
+        git(dest, &["update-ref", "HEAD", &commit]);
+        (commit, why)
     }
 
     #[tokio::test]
     async fn commits_git_fsck_rejects_are_refused_and_kept_for_inspection() {
-        for kind in ["unsorted", "dotgit"] {
+        for kind in [
+            "unsorted",
+            "dotgit",
+            "mode",
+            "gitmodules",
+            "ident",
+            "garbled",
+        ] {
             let d = tempfile::tempdir().unwrap();
             let (host, dest, c) = isolated(d.path()).await;
-            let bad = bad_commit(&dest, kind);
+            let packs = git(&host, &["count-objects", "-v"]);
+            let (bad, expect) = bad_commit(&dest, kind);
             let o = finish(&c, "b1", false);
-            assert_eq!(o.branch, None, "{o:?}");
+            assert_eq!(o.branch, None, "{kind}: {o:?}");
             assert!(o.not_safe.is_none(), "{o:?}");
             let why = o.kept.clone().unwrap();
-            assert!(why.contains("git refused them"), "{why}");
-            let expect = if kind == "unsorted" {
-                "treeNotSorted"
-            } else {
-                "hasDotgit"
-            };
-            assert!(why.contains(expect), "{why}");
+            assert!(why.contains(expect), "{kind}: {why}");
+            assert!(
+                kind == "garbled" || why.contains("git refused them"),
+                "{why}"
+            );
             git(&host, &["fsck", "--full", "--strict"]);
             assert_eq!(git(&host, &["branch", "--list", "sbx/*"]), "");
-            assert!(git(&host, &["count-objects", "-v"]).contains("garbage: 0"));
+            // Not even a temporary pack of it reached the host's object folder.
+            assert_eq!(git(&host, &["count-objects", "-v"]), packs, "{kind}");
+            let objects = std::fs::read_dir(host.join(".git/objects")).unwrap();
+            assert!(
+                objects
+                    .flatten()
+                    .all(|e| !e.file_name().to_string_lossy().starts_with("incoming")),
+                "{kind}"
+            );
             assert_eq!(git(&dest, &["rev-parse", REFUSED_REF]).trim(), bad);
             assert_eq!(git(&dest, &["rev-parse", "HEAD"]).trim(), c.start_commit);
             assert_eq!(git(&dest, &["cat-file", "-t", &bad]).trim(), "commit");
