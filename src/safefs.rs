@@ -362,6 +362,33 @@ impl Dir {
         }
     }
 
+    /// Copies the regular file `from` to a new file `to` in `dest` (never through a symbolic
+    /// link, never opening a FIFO or device, whatever its size).
+    pub fn copy_file(&self, from: &OsStr, dest: &Dir, to: &OsStr, mode: u32) -> io::Result<()> {
+        check_name(from)?;
+        check_name(to)?;
+        let src = match rustix::fs::openat(&self.fd, from, READ, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::LOOP | Errno::MLINK) => return Err(refuse(Refused::Symlink)),
+            Err(e) => return Err(e.into()),
+        };
+        let m = meta_of(&rustix::fs::fstat(&src)?);
+        if m.kind != Kind::File {
+            return Err(refuse(Refused::NotAFile(m.kind.describe())));
+        }
+        let dst = rustix::fs::openat(
+            &dest.fd,
+            to,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode as _),
+        )?;
+        let copied = io::copy(&mut std::fs::File::from(src), &mut std::fs::File::from(dst));
+        if copied.is_err() {
+            let _ = dest.remove(to);
+        }
+        copied.map(|_| ())
+    }
+
     /// `lchown`: changes the owner of `name` itself, never of what a symbolic link points at.
     pub fn chown(&self, name: &OsStr, uid: u32, gid: u32) -> io::Result<()> {
         check_name(name)?;
@@ -497,6 +524,28 @@ mod tests {
         assert!(!p.join("alternates").is_symlink());
         // No temporary file is left behind.
         assert_eq!(dir.names().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn copies_and_links_are_of_regular_files_only() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        std::fs::create_dir(p.join("to")).unwrap();
+        std::fs::write(p.join("f"), "data").unwrap();
+        std::os::unix::fs::symlink(p.join("f"), p.join("link")).unwrap();
+        rustix::fs::mkfifoat(rustix::fs::CWD, p.join("fifo"), Mode::from_raw_mode(0o644)).unwrap();
+        let dir = Dir::open(p).unwrap();
+        let to = dir.open_dir(os("to")).unwrap();
+        dir.copy_file(os("f"), &to, os("c"), 0o444).unwrap();
+        assert_eq!(std::fs::read(p.join("to/c")).unwrap(), b"data");
+        assert!(dir.copy_file(os("fifo"), &to, os("x"), 0o444).is_err());
+        assert!(dir.copy_file(os("link"), &to, os("y"), 0o444).is_err());
+        dir.hard_link(os("f"), &to, os("h")).unwrap();
+        // A link of a symbolic link is a symbolic link: refused and undone.
+        assert!(dir.hard_link(os("link"), &to, os("l")).is_err());
+        let mut names = to.names().unwrap();
+        names.sort();
+        assert_eq!(names, [os("c"), os("h")]);
     }
 
     #[test]

@@ -792,10 +792,10 @@ fn replace_git(
         Some(b) => Head::Branch(format!("refs/heads/{b}")),
         None => Head::Detached(c.start_commit.clone()),
     });
-    if let Head::Branch(b) = &head
-        && agent_git.is_none()
-    {
-        refs.insert(b.clone(), c.start_commit.clone());
+    if let Head::Branch(b) = &head {
+        // Never an unborn branch: without a commit every file would look new.
+        refs.entry(b.clone())
+            .or_insert_with(|| c.start_commit.clone());
     }
     let agent_objects = agent_git
         .as_ref()

@@ -443,7 +443,15 @@ pub fn link_objects(
 ) -> io::Result<usize> {
     let mut n = 0;
     let link = |src: &Dir, dst: &Dir, name: &OsStr, meta: &Meta| -> io::Result<()> {
-        src.hard_link(name, dst, name)?;
+        if let Err(e) = src.hard_link(name, dst, name) {
+            // Too many links already (an agent can make 65,000), or a file system without
+            // them: a copy does as well.
+            if crate::safefs::refusal(&e).is_some() {
+                return Err(e);
+            }
+            src.copy_file(name, dst, name, 0o444)?;
+            return Ok(());
+        }
         if let Some((uid, gid)) = owner
             && meta.uid != uid
         {
