@@ -1140,7 +1140,10 @@ fn validate_into_host(c: &Checkout, pack: Vec<u8>) -> Result<(), ImportError> {
         .arg(git_dir)
         .args(["index-pack", INDEX_PACK_STRICT, "--stdin"])
         .env("GIT_OBJECT_DIRECTORY", incoming.path())
-        .env("GIT_ALTERNATE_OBJECT_DIRECTORIES", &objects)
+        .env(
+            "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+            alternate_entry(&objects),
+        )
         .stdin(pack)
         .timeout(INDEX_PACK_LIMIT)
         .output_blocking()
@@ -1168,6 +1171,26 @@ fn validate_into_host(c: &Checkout, pack: Vec<u8>) -> Result<(), ImportError> {
         }
     }
     Ok(())
+}
+
+/// `path` as one entry of `GIT_ALTERNATE_OBJECT_DIRECTORIES`, a `:`-separated list: quoted the
+/// way git unquotes it (`unquote_c_style`) when it holds a `:` or starts with `"`.
+fn alternate_entry(path: &Path) -> OsString {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let b = path.as_os_str().as_bytes();
+    if !b.contains(&b':') && b.first() != Some(&b'"') {
+        return path.as_os_str().to_owned();
+    }
+    let mut out = vec![b'"'];
+    for &c in b {
+        match c {
+            b'"' | b'\\' => out.extend_from_slice(&[b'\\', c]),
+            0..0x20 | 0x7f => out.extend_from_slice(format!("\\{c:03o}").as_bytes()),
+            _ => out.push(c),
+        }
+    }
+    out.push(b'"');
+    OsString::from_vec(out)
 }
 
 /// The first lines of git's complaint, escaped, for the outcome.
@@ -1711,6 +1734,29 @@ mod tests {
             assert_eq!(git(&dest, &["rev-parse", "HEAD"]).trim(), c.start_commit);
             assert_eq!(git(&dest, &["cat-file", "-t", &bad]).trim(), "commit");
         }
+    }
+
+    #[test]
+    fn alternates_with_colons_are_quoted_for_git() {
+        assert_eq!(alternate_entry(Path::new("/a/b")), "/a/b");
+        assert_eq!(
+            alternate_entry(Path::new("/a:b/\"q\"\\")),
+            "\"/a:b/\\\"q\\\"\\\\\""
+        );
+    }
+
+    #[tokio::test]
+    async fn a_host_path_with_a_colon_still_imports() {
+        let d = tempfile::tempdir().unwrap();
+        let base = d.path().join("a:b");
+        std::fs::create_dir(&base).unwrap();
+        let (host, dest, c) = isolated(&base).await;
+        std::fs::write(dest.join("n.txt"), "n\n").unwrap();
+        git(&dest, &["add", "."]);
+        git(&dest, &["commit", "-q", "-m", "inside"]);
+        let o = finish(&c, "c1", false);
+        assert_eq!(o.branch.as_deref(), Some("sbx/c1"), "{o:?}");
+        git(&host, &["fsck", "--full", "--strict"]);
     }
 
     #[tokio::test]
