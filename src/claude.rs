@@ -7,7 +7,7 @@
 //! or instructions that Claude Code on the host runs later.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
@@ -373,7 +373,8 @@ fn bring_back_inner(
 /// Reads a JSON object from a file the agent may have written: never through a symlink, never
 /// a FIFO or device (which could block), at most [`MAX_READ`] bytes. `None` for anything else.
 fn read_json_object(path: &Path) -> Option<Map<String, Value>> {
-    let bytes = read_plain_file(path, MAX_READ).ok()?;
+    let dir = crate::safefs::Dir::open(path.parent()?).ok()?;
+    let bytes = dir.read_file(path.file_name()?, MAX_READ).ok()?;
     match serde_json::from_slice(&bytes).ok()? {
         Value::Object(m) => Some(m),
         _ => None,
@@ -402,23 +403,6 @@ fn host_json_object(path: &Path) -> std::io::Result<Option<Map<String, Value>>> 
             path.display()
         ))),
     }
-}
-
-fn read_plain_file(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
-    if !f.metadata()?.is_file() {
-        return Err(std::io::Error::other("not a regular file"));
-    }
-    let mut out = Vec::new();
-    f.take(cap + 1).read_to_end(&mut out)?;
-    if out.len() as u64 > cap {
-        return Err(std::io::Error::other("too large"));
-    }
-    Ok(out)
 }
 
 fn to_json(v: &Value) -> Vec<u8> {

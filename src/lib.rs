@@ -19,6 +19,7 @@ pub mod leaks;
 pub mod paths;
 pub mod process;
 pub mod progress;
+pub mod safefs;
 pub mod session;
 pub mod ssh;
 pub mod state;

@@ -188,6 +188,19 @@ impl Cmd {
         })
     }
 
+    /// [`Cmd::output`] for a plain thread (one outside any async runtime), on a small runtime of
+    /// its own.
+    pub fn output_blocking(&self) -> Result<Output, ProcessError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| ProcessError::Spawn {
+                program: self.program.to_string_lossy().into_owned(),
+                source,
+            })?;
+        rt.block_on(self.output())
+    }
+
     /// Runs and fails on a non-zero exit, returning stdout.
     pub async fn run(&self) -> Result<String, ProcessError> {
         let out = self.output().await?;

@@ -343,13 +343,20 @@ pub fn report_outcomes(ui: &Ui, outcomes: &[Outcome]) {
                 o.host_root.display()
             ));
         }
-        if let Some(why) = &o.kept {
-            // The reason may quote what the agent wrote (a ref name, git's message about it).
-            ui.notice(format!(
-                "kept `{}`: {}",
+        // Reasons and notes may quote what the agent wrote (a ref name, git's message about it).
+        let p = crate::text::printable;
+        for note in &o.notes {
+            ui.notice(format!("in `{}`, sbx {}", o.name, p(note)));
+        }
+        if let Some(why) = &o.not_safe {
+            // Never presented as ordinary kept work: git run there could run the agent's code.
+            ui.warn(format!(
+                "`{}` is kept, but it is NOT SAFE to use as a repository: {}\n  do not run git (or anything that runs git: an editor, a shell prompt) in it or its folders; copy out the files you need and delete it",
                 o.path.display(),
-                crate::text::printable(why)
+                p(why)
             ));
+        } else if let Some(why) = &o.kept {
+            ui.notice(format!("kept `{}`: {}", o.path.display(), p(why)));
         }
     }
 }

@@ -4,17 +4,25 @@
 //! plain `git worktree`, whose `.git` is shared and writable). At the end, new commits become the
 //! host branch `sbx/<session-id>`, clean checkouts are removed and dirty ones kept.
 //!
-//! Safety rule: after the sandbox has run, a checkout is attacker-controlled data. sbx then only
-//! reads it through libgit2 (which runs no hooks, filters or config-defined commands) and never
-//! starts the git CLI inside it.
+//! Safety rule: after the sandbox has run, a checkout is attacker-controlled data. sbx touches it
+//! only through `safefs` (no symbolic link followed, no FIFO opened), never runs or trusts the
+//! agent's `.git`, and writes a new one from data it validated before libgit2 opens it; the
+//! session's commits reach the host only through `git index-pack --strict`. The git CLI never
+//! runs inside a checkout after the session.
+
+mod rebuild;
 
 use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::GitMode;
 use crate::process::Cmd;
+use crate::safefs::{Dir, Kind};
+use rebuild::{Head, NewGit, SweepOptions, Swept};
 
 /// A repository of the session, as found on the host.
 #[derive(Debug, Clone)]
@@ -72,6 +80,13 @@ pub struct Outcome {
     pub kept: Option<String>,
     pub path: PathBuf,
     pub host_root: PathBuf,
+    /// Set when sbx could not make a kept checkout safe to run git in, with the reason: its
+    /// files are the session's work, but git there may run what the agent planted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_safe: Option<String>,
+    /// What sbx changed to make it safe (special files removed, nested repositories disabled).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,12 +107,6 @@ pub enum GitError {
         dest: PathBuf,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    #[error("cannot bring the session's commits back into `{repo}`")]
-    Import {
-        repo: PathBuf,
-        #[source]
-        source: git2::Error,
     },
     #[error("cannot remove the checkout `{path}`")]
     Remove {
@@ -526,7 +535,8 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
 }
 
 /// Lets libgit2 open repositories owned by another uid (checkouts handed to the agent's uid).
-/// Safe here because sbx only reads them with libgit2, which runs no hooks, filters or commands.
+/// Safe here because sbx opens a checkout with libgit2 only once its `.git` is sbx's own, and
+/// libgit2 runs no hooks, filters or commands.
 fn trust_checkout_owners() {
     // SAFETY: a process-wide libgit2 option, set before any repository is opened by this call
     // path's threads; libgit2 reads it without other synchronisation requirements.
@@ -540,211 +550,679 @@ pub fn session_branch(session_id: &str) -> String {
     format!("sbx/{session_id}")
 }
 
+/// Where a kept checkout keeps commits the import refused, for the user to inspect.
+pub const REFUSED_REF: &str = "refs/sbx/refused";
+
+/// How long finishing one checkout may take. Nothing in a checkout should hold sbx any more
+/// (special files are removed, every read is non-blocking and capped), so reaching this means
+/// something unforeseen did; the checkout is then reported as not safe instead of hanging
+/// `sbx run` or `sbx gc` (which a FIFO named `.gitignore` used to do).
+const FINISH_LIMIT: Duration = Duration::from_secs(600);
+
+/// How long `git index-pack` may take to check the session's commits.
+const INDEX_PACK_LIMIT: Duration = Duration::from_secs(300);
+
+/// `index-pack --strict` checks every object as `git fsck --strict` does (warnings are errors:
+/// unsorted trees, `.git` entries, bad idents, `.gitmodules` problems) and that every object a
+/// new one names exists. A bad file mode is only informational even there; git itself never
+/// writes one, so it is refused too.
+const INDEX_PACK_STRICT: &str = "--strict=badFilemode=error";
+
+impl Outcome {
+    fn start(c: &Checkout) -> Outcome {
+        Outcome {
+            name: c.name.clone(),
+            branch: None,
+            kept: None,
+            path: c.path.clone(),
+            host_root: c.host_root.clone(),
+            not_safe: None,
+            notes: Vec::new(),
+        }
+    }
+}
+
 /// Ends a checkout: brings new commits home as `sbx/<session-id>`, then removes the checkout when
-/// it is clean, keeps it when it holds uncommitted work (or when `keep` is set). Idempotent: a
-/// checkout that is already gone is reported as removed. Blocking (libgit2).
+/// it is clean, keeps it when it holds uncommitted work (or when `keep` is set). A kept isolated
+/// checkout gets a `.git` that sbx writes, so git run there later runs nothing the agent planted;
+/// when sbx cannot do that, the outcome says so (`not_safe`). Idempotent: a checkout that is
+/// already gone is reported as removed. Bounded in time. Blocking.
 pub fn finish(c: &Checkout, session_id: &str, keep: bool) -> Outcome {
+    finish_within(c, session_id, keep, FINISH_LIMIT)
+}
+
+fn finish_within(c: &Checkout, session_id: &str, keep: bool, limit: Duration) -> Outcome {
+    let (job, id) = (c.clone(), session_id.to_owned());
+    match bounded(limit, move || finish_unbounded(&job, &id, keep)) {
+        Ok(out) => out,
+        Err(why) => {
+            let mut out = Outcome::start(c);
+            out.kept = Some("sbx could not finish it".into());
+            out.not_safe = Some(why);
+            out
+        }
+    }
+}
+
+/// Runs `f` on a thread of its own and waits at most `limit` for it. A thread still blocked
+/// after that is abandoned and ends with the process: a hostile checkout must not hold sbx.
+fn bounded<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("sbx-finish".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(|e| format!("sbx could not start a thread for it ({e})"))?;
+    match rx.recv_timeout(limit) {
+        Ok(v) => Ok(v),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(format!(
+            "sbx gave up after {} s: something in it kept sbx waiting",
+            limit.as_secs()
+        )),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            Err("sbx failed while finishing it".into())
+        }
+    }
+}
+
+fn finish_unbounded(c: &Checkout, session_id: &str, keep: bool) -> Outcome {
     trust_checkout_owners();
-    let mut out = Outcome {
-        name: c.name.clone(),
-        branch: None,
-        kept: None,
-        path: c.path.clone(),
-        host_root: c.host_root.clone(),
-    };
-    if !c.path.exists() {
+    let mut out = Outcome::start(c);
+    if std::fs::symlink_metadata(&c.path).is_err() {
         return out;
     }
     if !c.ready {
         // Interrupted while being made: it holds nothing of the user's.
         if let Err(e) = remove(c) {
-            out.kept = Some(e.to_string());
+            out.kept = Some(with_source(&e));
         }
         return out;
     }
-    let branch = session_branch(session_id);
-    let state = match c.mode {
-        GitMode::Isolated => inspect_isolated(c),
-        GitMode::Worktree => inspect_worktree(c),
-    };
-    let state = match state {
-        Ok(s) => s,
-        Err(reason) => {
-            defang(c);
-            out.kept = Some(reason);
-            return out;
-        }
-    };
-    if let Some(head) = state.head.filter(|h| h.to_string() != c.start_commit) {
-        match import(c, head, &branch) {
-            Ok(()) => out.branch = Some(branch),
-            Err(e) => {
-                out.kept = Some(format!("{e}: {}", e.source_message()));
-                return out;
-            }
-        }
-    }
-    if keep {
-        out.kept = Some("kept as asked (`--keep`)".into());
-    } else if state.dirty {
-        out.kept = Some("it has uncommitted changes".into());
-    } else if let Err(e) = remove(c) {
-        out.kept = Some(e.to_string());
-    }
-    if out.kept.is_some() {
-        defang(c);
+    match c.mode {
+        GitMode::Isolated => finish_isolated(c, session_id, keep, &mut out),
+        GitMode::Worktree => finish_worktree(c, session_id, keep, &mut out),
     }
     out
 }
 
-/// A kept session repository invites `cd` and `git status`, which would run hooks and
-/// config-defined commands (`core.fsmonitor`, filters) the sandbox planted. Before it is handed
-/// back: no hooks, and the config sbx wrote. (Worktree mode shares the host's `.git`, which the
-/// sandbox could write anyway: that mode's documented weakness.)
-fn defang(c: &Checkout) {
-    let gitdir = c.path.join(".git");
-    let is_dir = std::fs::symlink_metadata(&gitdir).is_ok_and(|m| m.is_dir());
-    if c.mode != GitMode::Isolated || !is_dir {
+/// The uid and gid a kept checkout goes back to when sbx runs as root (it was the agent's).
+fn host_owner() -> Option<(u32, u32)> {
+    rustix::process::getuid().is_root().then(|| {
+        (
+            rustix::process::getuid().as_raw(),
+            rustix::process::getgid().as_raw(),
+        )
+    })
+}
+
+fn parent_and_name(p: &Path) -> Option<(&Path, &OsStr)> {
+    Some((p.parent()?, p.file_name()?))
+}
+
+/// An isolated checkout the agent had becomes one that is safe to run git in: its files swept
+/// (special files removed, nested repositories disabled, owner restored), its `.git` replaced by
+/// one sbx writes, the commits imported, then removed when clean. What cannot be made safe is
+/// kept and reported (`not_safe`).
+fn finish_isolated(c: &Checkout, session_id: &str, keep: bool, out: &mut Outcome) {
+    let not_safe = |out: &mut Outcome, why: String| {
+        out.kept = Some("sbx could not make it safe".into());
+        out.not_safe = Some(why);
+    };
+    let owner = host_owner();
+    let opened = |e: std::io::Error| format!("sbx could not open it ({e})");
+    let dirs = parent_and_name(&c.path)
+        .ok_or_else(|| "its path has no parent folder".to_owned())
+        .and_then(|(parent, name)| {
+            let repos = Dir::open(parent).map_err(opened)?;
+            let root = repos.open_dir(name).map_err(opened)?;
+            Ok((repos, root))
+        });
+    let (repos, root) = match dirs {
+        Ok(d) => d,
+        Err(why) => return not_safe(out, why),
+    };
+    if let Some((uid, gid)) = owner
+        && let Err(e) = root.chown_self(uid, gid)
+    {
+        return not_safe(
+            out,
+            format!("sbx could not take it back from the agent's user ({e})"),
+        );
+    }
+    let mut swept = Swept::default();
+    // A sweep that could not finish (folders nested too deep, an entry sbx may not change)
+    // leaves parts unchecked: the rest still runs, so the top `.git` is still replaced and the
+    // commits still come home, but the checkout is kept and reported as not safe.
+    let unchecked = rebuild::sweep(
+        &root,
+        SweepOptions {
+            disarm_nested: true,
+            owner,
+        },
+        &mut swept,
+    )
+    .err()
+    .map(|e| format!("sbx could not check all of its files ({e})"));
+    match replace_git(c, &repos, &root, owner) {
+        Ok(notes) => out.notes.extend(notes),
+        Err(e) => {
+            out.notes.extend(swept.notes());
+            return not_safe(out, format!("sbx could not replace its `.git` ({e})"));
+        }
+    }
+    settle_isolated(c, session_id, keep, unchecked.is_none(), out);
+    // Folders git would open as bare repositories only matter in what is kept; disabling them
+    // earlier would make every checkout of a repository with such a fixture look changed.
+    let mut broken = unchecked;
+    if c.path.exists()
+        && let Err(e) = rebuild::disarm_bare(&root, &mut swept)
+    {
+        broken.get_or_insert(format!("sbx could not disable a nested repository ({e})"));
+    }
+    let mut notes = swept.notes();
+    notes.append(&mut out.notes);
+    out.notes = notes;
+    if let Some(why) = broken {
+        out.kept
+            .get_or_insert_with(|| "sbx could not make it safe".into());
+        out.not_safe = Some(why);
+    }
+}
+
+/// Replaces the checkout's `.git` with one sbx writes. The agent's goes aside first (to
+/// `repos/.sbx-quarantine-<name>`, outside the checkout) and only its objects, `HEAD` and refs
+/// are taken from it, each validated; its config, hooks, index, info, logs, worktrees, modules,
+/// `commondir` and `shallow` are never read. The new one is built next to the quarantine and
+/// moved into place whole, so a finish that is interrupted (a second Ctrl-C) and taken up again
+/// by `sbx gc` finds either the quarantine and no `.git` (build again) or the quarantine and a
+/// complete `.git` (only the quarantine is left to remove).
+fn replace_git(
+    c: &Checkout,
+    repos: &Dir,
+    root: &Dir,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<Vec<String>> {
+    let hexlen = c.start_commit.len();
+    let dot_git = OsStr::new(".git");
+    let quarantine = OsString::from(format!(".sbx-quarantine-{}", c.name));
+    let building = OsString::from(format!(".sbx-git-{}", c.name));
+    let mut notes = Vec::new();
+    if repos.meta(&quarantine)?.is_some() {
+        if root.meta(dot_git)?.is_some() {
+            // Only sbx writes `.git` once the agent's is in quarantine: this one is complete.
+            repos.remove_tree(&quarantine)?;
+            return Ok(notes);
+        }
+    } else {
+        match root.meta(dot_git)? {
+            Some(m) if m.kind == Kind::Dir => {
+                // Moving a folder to another parent needs write access to it (its `..`).
+                if m.mode & 0o700 != 0o700 {
+                    root.set_mode(dot_git, m.mode | 0o700)?;
+                }
+                root.rename(dot_git, repos, &quarantine)?;
+            }
+            Some(m) => {
+                // A `gitdir:` file or a symbolic link names git data elsewhere, which the agent
+                // chose: nothing of it is read.
+                root.remove(dot_git)?;
+                notes.push(format!(
+                    "replaced its `.git`, a {} instead of the folder sbx made (nothing it names can be trusted), with a fresh one at the start commit; the session's commits were not imported",
+                    m.kind.describe()
+                ));
+            }
+            None => notes.push(
+                "gave it a fresh `.git` at the start commit (the agent had removed it)".to_owned(),
+            ),
+        }
+    }
+    let agent_git = match repos.meta(&quarantine)? {
+        Some(m) if m.kind == Kind::Dir => Some(repos.open_dir(&quarantine)?),
+        _ => None,
+    };
+    let (head, mut refs) = match &agent_git {
+        Some(g) => rebuild::read_refs(g, hexlen),
+        None => (None, Default::default()),
+    };
+    let head = head.unwrap_or_else(|| match &c.start_branch {
+        Some(b) => Head::Branch(format!("refs/heads/{b}")),
+        None => Head::Detached(c.start_commit.clone()),
+    });
+    if let Head::Branch(b) = &head {
+        // Never an unborn branch: without a commit every file would look new.
+        refs.entry(b.clone())
+            .or_insert_with(|| c.start_commit.clone());
+    }
+    let agent_objects = agent_git
+        .as_ref()
+        .and_then(|g| g.open_dir(OsStr::new("objects")).ok());
+    let config = c
+        .git_config
+        .clone()
+        .unwrap_or_else(|| default_git_config(hexlen));
+    let new = NewGit {
+        config: &config,
+        head,
+        refs,
+        alternates: format!("{}\n", own_objects(&c.common_dir).display()),
+        exclude: std::fs::read(c.common_dir.join("info/exclude")).ok(),
+        shallow: std::fs::read(c.common_dir.join("shallow")).ok(),
+    };
+    repos.remove_tree(&building)?;
+    let linked = rebuild::write_git(
+        repos,
+        &building,
+        &new,
+        agent_objects.as_ref(),
+        hexlen,
+        owner,
+    )?;
+    tracing::debug!(linked, "objects carried over from the agent's repository");
+    repos.rename(&building, root, dot_git)?;
+    drop(agent_objects);
+    drop(agent_git);
+    repos.remove_tree(&quarantine)?;
+    Ok(notes)
+}
+
+/// The config `git init` writes, for records made before sbx remembered the one it wrote.
+fn default_git_config(hexlen: usize) -> String {
+    if hexlen == 64 {
+        "[core]\n\trepositoryformatversion = 1\n\tfilemode = true\n\tbare = false\n\tlogallrefupdates = true\n[extensions]\n\tobjectformat = sha256\n".into()
+    } else {
+        "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n\tlogallrefupdates = true\n".into()
+    }
+}
+
+/// The host repository's own object folder (what a session repository borrows).
+fn own_objects(common_dir: &Path) -> PathBuf {
+    object_dirs(common_dir)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| common_dir.join("objects"))
+}
+
+/// The rest of an isolated finish, on a checkout whose `.git` is sbx's: import, index, status
+/// (unless parts of it went unchecked: then it is simply kept), then remove or keep.
+fn settle_isolated(
+    c: &Checkout,
+    session_id: &str,
+    keep: bool,
+    check_status: bool,
+    out: &mut Outcome,
+) {
+    let repo = match open_checkout(&c.path) {
+        Ok(r) => r,
+        Err(why) => {
+            out.kept = Some(why);
+            return;
+        }
+    };
+    // What HEAD names, and whether it is a commit libgit2 can read (an object the agent wrote
+    // with a malformed header is not; it is refused like one git refuses).
+    let head = repo.head().ok().and_then(|h| {
+        let target = h.target()?;
+        Some(match h.peel_to_commit() {
+            Ok(commit) => Ok(commit.id()),
+            Err(e) => Err((target, e)),
+        })
+    });
+    let refused = match head {
+        Some(Ok(h)) if h.to_string() != c.start_commit => {
+            let branch = session_branch(session_id);
+            match import_isolated(c, &repo, h, &branch) {
+                Ok(()) => {
+                    out.branch = Some(branch);
+                    None
+                }
+                Err(e) => Some((h, e)),
+            }
+        }
+        Some(Err((target, e))) if target.to_string() != c.start_commit => Some((
+            target,
+            ImportError::Unreadable(rebuild::shown(e.message().as_bytes())),
+        )),
+        _ => None,
+    };
+    if let Some((head, e)) = refused {
+        out.kept = Some(match set_aside(&repo, c, head) {
+            Ok(()) => format!(
+                "its commits were not imported: {e}; they stay in it as `{REFUSED_REF}`, and its HEAD is back at the start commit"
+            ),
+            Err(e2) => format!(
+                "its commits were not imported: {e} (and sbx could not set them aside: {})",
+                rebuild::shown(e2.message().as_bytes())
+            ),
+        });
+    }
+    // The agent's index is gone with its `.git`: this one matches HEAD, so staged but
+    // uncommitted changes show as unstaged (the files themselves are untouched).
+    if let Err(e) = rebuild_index(&repo) {
+        out.kept.get_or_insert_with(|| {
+            format!(
+                "its index could not be rebuilt ({})",
+                rebuild::shown(e.message().as_bytes())
+            )
+        });
         return;
     }
-    let hooks = gitdir.join("hooks");
-    match std::fs::symlink_metadata(&hooks) {
-        Ok(m) if m.is_dir() => {
-            let _ = std::fs::remove_dir_all(&hooks);
+    if !check_status {
+        out.kept
+            .get_or_insert_with(|| "sbx could not check all of it".into());
+        return;
+    }
+    let dirty = match dirty(&repo, true) {
+        Ok(d) => d,
+        Err(why) => {
+            out.kept.get_or_insert(why);
+            return;
         }
-        Ok(_) => {
-            let _ = std::fs::remove_file(&hooks);
+    };
+    drop(repo);
+    decide(c, keep, dirty, out);
+}
+
+/// Removes a clean checkout, keeps the rest (and says why).
+fn decide(c: &Checkout, keep: bool, dirty: bool, out: &mut Outcome) {
+    if out.kept.is_some() {
+    } else if keep {
+        out.kept = Some("kept as asked (`--keep`)".into());
+    } else if dirty {
+        out.kept = Some("it has uncommitted changes".into());
+    } else if let Err(e) = remove(c) {
+        out.kept = Some(with_source(&e));
+    }
+}
+
+/// `worktree` mode: its `.git` is the host's, mounted writable (the mode's documented weakness),
+/// so there is nothing to rebuild; special files are still removed first, as libgit2's status
+/// would block on a FIFO as well.
+fn finish_worktree(c: &Checkout, session_id: &str, keep: bool, out: &mut Outcome) {
+    let mut swept = Swept::default();
+    let result = Dir::open(&c.path).and_then(|root| {
+        rebuild::sweep(
+            &root,
+            SweepOptions {
+                disarm_nested: false,
+                owner: None,
+            },
+            &mut swept,
+        )
+    });
+    out.notes.extend(swept.notes());
+    if let Err(e) = result {
+        out.kept = Some(format!("sbx could not check all of its files ({e})"));
+        return;
+    }
+    let state = match open_checkout(&c.path).and_then(|r| {
+        let head = head_commit(&r);
+        dirty(&r, false).map(|d| (head, d))
+    }) {
+        Ok(s) => s,
+        Err(reason) => {
+            out.kept = Some(reason);
+            return;
         }
-        Err(_) => {}
+    };
+    if let Some(head) = state.0.filter(|h| h.to_string() != c.start_commit) {
+        let branch = session_branch(session_id);
+        match point_branch(c, head, &branch) {
+            Ok(()) => out.branch = Some(branch),
+            Err(e) => {
+                out.kept = Some(format!("its commits were not imported: {e}"));
+                return;
+            }
+        }
     }
-    if let Some(config) = &c.git_config {
-        let path = gitdir.join("config");
-        let _ = std::fs::remove_file(&path);
-        let _ = std::fs::write(&path, config);
-    }
+    decide(c, keep, state.1, out);
 }
 
-trait SourceMessage {
-    fn source_message(&self) -> String;
-}
-
-impl SourceMessage for GitError {
-    fn source_message(&self) -> String {
-        std::error::Error::source(self)
-            .map(|s| s.to_string())
-            .unwrap_or_default()
+fn with_source(e: &GitError) -> String {
+    match std::error::Error::source(e) {
+        Some(s) => format!("{e}: {s}"),
+        None => e.to_string(),
     }
-}
-
-struct State {
-    head: Option<git2::Oid>,
-    dirty: bool,
 }
 
 fn open_checkout(path: &Path) -> Result<git2::Repository, String> {
+    let fail = |e: git2::Error| {
+        format!(
+            "its repository cannot be read ({})",
+            rebuild::shown(e.message().as_bytes())
+        )
+    };
     let repo = git2::Repository::open_ext(
         path,
         git2::RepositoryOpenFlags::NO_SEARCH,
         std::iter::empty::<&std::ffi::OsStr>(),
     )
-    .map_err(|e| format!("its repository cannot be read ({})", e.message()))?;
+    .map_err(fail)?;
     // A config inside the checkout may point `core.worktree` elsewhere; look only here.
-    repo.set_workdir(path, false)
-        .map_err(|e| format!("its repository cannot be read ({})", e.message()))?;
+    repo.set_workdir(path, false).map_err(fail)?;
     Ok(repo)
 }
 
-fn head_and_dirty(repo: &git2::Repository) -> Result<State, String> {
-    let head = repo
-        .head()
+fn head_commit(repo: &git2::Repository) -> Option<git2::Oid> {
+    repo.head()
         .ok()
         .and_then(|h| h.peel_to_commit().ok())
-        .map(|c| c.id());
+        .map(|c| c.id())
+}
+
+/// Whether the work tree differs from HEAD (untracked files count). `update_index` stores the
+/// file stats in the index, so the user's first `git status` there is fast.
+fn dirty(repo: &git2::Repository, update_index: bool) -> Result<bool, String> {
     let mut opts = git2::StatusOptions::new();
     opts.include_untracked(true)
         .recurse_untracked_dirs(false)
         .exclude_submodules(true)
-        .include_ignored(false);
-    let dirty = !repo
+        .include_ignored(false)
+        .update_index(update_index);
+    Ok(!repo
         .statuses(Some(&mut opts))
-        .map_err(|e| format!("its status cannot be read ({})", e.message()))?
-        .is_empty();
-    Ok(State { head, dirty })
+        .map_err(|e| {
+            format!(
+                "its status cannot be read ({})",
+                rebuild::shown(e.message().as_bytes())
+            )
+        })?
+        .is_empty())
 }
 
-fn inspect_isolated(c: &Checkout) -> Result<State, String> {
-    let gitdir = c.path.join(".git");
-    let meta =
-        std::fs::symlink_metadata(&gitdir).map_err(|_| "its `.git` folder is gone".to_owned())?;
-    if !meta.is_dir() {
-        return Err("its `.git` is not a folder any more".into());
+fn rebuild_index(repo: &git2::Repository) -> Result<(), git2::Error> {
+    let mut index = repo.index()?;
+    index.clear()?;
+    if let Some(tree) = repo.head().ok().and_then(|h| h.peel_to_tree().ok()) {
+        index.read_tree(&tree)?;
     }
-    // The sandbox could have rewritten these to borrow from another repository on the host;
-    // sbx decides what the session repository reads, not the session.
-    let _ = std::fs::remove_file(gitdir.join("commondir"));
-    let own = object_dirs(&c.common_dir)
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| c.common_dir.join("objects"));
-    let _ = std::fs::create_dir_all(gitdir.join("objects/info"));
-    std::fs::write(
-        gitdir.join("objects/info/alternates"),
-        format!("{}\n", own.display()),
-    )
-    .map_err(|e| format!("its `.git` cannot be repaired ({e})"))?;
-    let repo = open_checkout(&c.path)?;
-    head_and_dirty(&repo)
+    index.write()
 }
 
-fn inspect_worktree(c: &Checkout) -> Result<State, String> {
-    let repo = open_checkout(&c.path)?;
-    head_and_dirty(&repo)
+/// After a refused import: the refused commits stay inspectable under [`REFUSED_REF`] and HEAD
+/// (its branch, or HEAD itself when detached) goes back to the start commit, so the kept
+/// checkout shows the session's work as changes against it.
+fn set_aside(repo: &git2::Repository, c: &Checkout, head: git2::Oid) -> Result<(), git2::Error> {
+    let start = git2::Oid::from_str(&c.start_commit)?;
+    repo.reference(REFUSED_REF, head, true, "sbx: commits the import refused")?;
+    let branch = repo
+        .find_reference("HEAD")?
+        .symbolic_target()
+        .ok()
+        .flatten()
+        .filter(|t| t.starts_with("refs/heads/"))
+        .map(str::to_owned);
+    match branch {
+        Some(b) => {
+            repo.reference(&b, start, true, "sbx: back to the start commit")?;
+        }
+        None => repo.set_head_detached(start)?,
+    }
+    Ok(())
+}
+
+/// Why the session's commits did not come home.
+#[derive(Debug, thiserror::Error)]
+enum ImportError {
+    #[error("git refused them: {0}")]
+    Refused(String),
+    #[error("sbx could not read them ({0})")]
+    Unreadable(String),
+    #[error("sbx could not write them into `{repo}` ({why})")]
+    Host { repo: PathBuf, why: String },
 }
 
 /// Copies the commits reachable from `head` (and not from the start commit) into the host
-/// repository and points `branch` at `head`.
-fn import(c: &Checkout, head: git2::Oid, branch: &str) -> Result<(), GitError> {
-    let err = |source| GitError::Import {
+/// repository, checked by git as strictly as `git fsck --strict`, and points `branch` at `head`.
+fn import_isolated(
+    c: &Checkout,
+    session: &git2::Repository,
+    head: git2::Oid,
+    branch: &str,
+) -> Result<(), ImportError> {
+    let host_err = |why: String| ImportError::Host {
         repo: c.host_root.clone(),
-        source,
+        why,
     };
-    let host = git2::Repository::open_bare(&c.common_dir).map_err(err)?;
-    if c.mode == GitMode::Isolated && host.find_commit(head).is_err() {
-        let session = open_checkout(&c.path).map_err(|m| err(git2::Error::from_str(&m)))?;
-        let mut walk = session.revwalk().map_err(err)?;
-        walk.push(head).map_err(err)?;
-        if let Ok(start) = git2::Oid::from_str(&c.start_commit) {
-            // The start commit may be missing from a shallow or damaged history.
-            let _ = walk.hide(start);
-        }
-        let mut pb = session.packbuilder().map_err(err)?;
-        pb.insert_walk(&mut walk).map_err(err)?;
-        let odb = host.odb().map_err(err)?;
-        let mut writer = odb.packwriter().map_err(err)?;
-        let mut io_error = None;
-        pb.foreach(
-            |chunk| match std::io::Write::write_all(&mut writer, chunk) {
-                Ok(()) => true,
-                Err(e) => {
-                    io_error = Some(e);
-                    false
-                }
-            },
-        )
-        .map_err(err)?;
-        if let Some(e) = io_error {
-            return Err(err(git2::Error::from_str(&e.to_string())));
-        }
-        writer.commit().map_err(err)?;
+    let known = git2::Repository::open_bare(&c.common_dir)
+        .map_err(|e| host_err(e.message().to_owned()))?
+        .find_commit(head)
+        .is_ok();
+    if !known {
+        let pack = build_pack(c, session, head)
+            .map_err(|e| ImportError::Unreadable(rebuild::shown(e.message().as_bytes())))?;
+        validate_into_host(c, pack)?;
     }
-    let commit = host.find_commit(head).map_err(err)?;
+    point_branch(c, head, branch).map_err(host_err)
+}
+
+/// The session's new objects as one pack, made by libgit2 from the rebuilt repository.
+fn build_pack(
+    c: &Checkout,
+    session: &git2::Repository,
+    head: git2::Oid,
+) -> Result<Vec<u8>, git2::Error> {
+    let mut walk = session.revwalk()?;
+    walk.push(head)?;
+    if let Ok(start) = git2::Oid::from_str(&c.start_commit) {
+        // The start commit may be missing from a shallow or damaged history.
+        let _ = walk.hide(start);
+    }
+    let mut pb = session.packbuilder()?;
+    pb.insert_walk(&mut walk)?;
+    let mut buf = git2::Buf::new();
+    pb.write_buf(&mut buf)?;
+    Ok(buf.to_vec())
+}
+
+/// Feeds the pack to `git index-pack --strict` in the host repository, the way `git
+/// receive-pack` takes a push: into a quarantine object folder first, moved in only when git
+/// accepted every object. (A refused `index-pack` leaves its temporary pack behind, and it runs
+/// the queued `.gitmodules`/`.gitattributes` checks, `fsck_finish`, only after installing the
+/// pack.) The host's config is the user's and trusted; no config of the session repository is
+/// read.
+fn validate_into_host(c: &Checkout, pack: Vec<u8>) -> Result<(), ImportError> {
+    let host_err = |why: String| ImportError::Host {
+        repo: c.host_root.clone(),
+        why,
+    };
+    let objects = own_objects(&c.common_dir);
+    let incoming = tempfile::Builder::new()
+        .prefix("incoming-sbx-")
+        .tempdir_in(&objects)
+        .map_err(|e| host_err(e.to_string()))?;
+    let mut git_dir = OsString::from("--git-dir=");
+    git_dir.push(&c.common_dir);
+    let out = Cmd::git(&c.common_dir)
+        .arg(git_dir)
+        .args(["index-pack", INDEX_PACK_STRICT, "--stdin"])
+        .env("GIT_OBJECT_DIRECTORY", incoming.path())
+        .env(
+            "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+            alternate_entry(&objects),
+        )
+        .stdin(pack)
+        .timeout(INDEX_PACK_LIMIT)
+        .output_blocking()
+        .map_err(|e| host_err(e.to_string()))?;
+    if !out.ok() {
+        return Err(ImportError::Refused(first_lines(&out.stderr)));
+    }
+    // `.idx` last: git finds a pack by its index.
+    let from = incoming.path().join("pack");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&from)
+        .map_err(|e| host_err(e.to_string()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(OsStr::to_str).is_some_and(|n| {
+                n.starts_with("pack-") && [".pack", ".rev", ".idx"].iter().any(|s| n.ends_with(s))
+            })
+        })
+        .collect();
+    files.sort_by_key(|p| p.extension().is_some_and(|e| e == "idx"));
+    let to = objects.join("pack");
+    for f in files {
+        if let Some(name) = f.file_name() {
+            std::fs::rename(&f, to.join(name)).map_err(|e| host_err(e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+/// `path` as one entry of `GIT_ALTERNATE_OBJECT_DIRECTORIES`, a `:`-separated list: quoted the
+/// way git unquotes it (`unquote_c_style`) when it holds a `:` or starts with `"`.
+fn alternate_entry(path: &Path) -> OsString {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let b = path.as_os_str().as_bytes();
+    if !b.contains(&b':') && b.first() != Some(&b'"') {
+        return path.as_os_str().to_owned();
+    }
+    let mut out = vec![b'"'];
+    for &c in b {
+        match c {
+            b'"' | b'\\' => out.extend_from_slice(&[b'\\', c]),
+            0..0x20 | 0x7f => out.extend_from_slice(format!("\\{c:03o}").as_bytes()),
+            _ => out.push(c),
+        }
+    }
+    out.push(b'"');
+    OsString::from_vec(out)
+}
+
+/// The first lines of git's complaint, escaped, for the outcome.
+fn first_lines(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take(3)
+        .collect();
+    let text = rebuild::shown(lines.join("; ").as_bytes());
+    if text.chars().count() > 400 {
+        format!("{}...", text.chars().take(400).collect::<String>())
+    } else if text.is_empty() {
+        "no reason given".into()
+    } else {
+        text
+    }
+}
+
+/// Points `refs/heads/<branch>` of the host repository at `head`, which it must hold.
+fn point_branch(c: &Checkout, head: git2::Oid, branch: &str) -> Result<(), String> {
+    let msg = |e: git2::Error| rebuild::shown(e.message().as_bytes());
+    let host = git2::Repository::open_bare(&c.common_dir).map_err(msg)?;
+    let commit = host.find_commit(head).map_err(msg)?;
     let refname = format!("refs/heads/{branch}");
     match host.find_reference(&refname) {
         Ok(existing) if existing.target() == Some(head) => Ok(()),
         _ => host
             .reference(&refname, commit.id(), true, "sbx: session commits")
             .map(|_| ())
-            .map_err(err),
+            .map_err(msg),
     }
 }
 
@@ -768,8 +1246,12 @@ fn remove(c: &Checkout) -> Result<(), GitError> {
             }
         }
     }
-    match std::fs::remove_dir_all(&c.path) {
-        Ok(()) => Ok(()),
+    let Some((parent, name)) = parent_and_name(&c.path) else {
+        return Ok(());
+    };
+    // Never follows a symbolic link, and restores the permissions an agent took away.
+    match Dir::open(parent) {
+        Ok(dir) => dir.remove_tree(name).map_err(|e| fail(e.into())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(fail(e.into())),
     }
@@ -922,6 +1404,438 @@ mod tests {
         assert!(!config.contains("fsmonitor"), "{config}");
         assert!(config.contains("https://example.com/x.git"), "{config}");
         assert!(dest.join("wip.txt").exists());
+    }
+
+    /// A host repository and a fresh isolated checkout of it, under `d`.
+    async fn isolated(d: &Path) -> (PathBuf, PathBuf, Checkout) {
+        let host = d.join("host");
+        std::fs::create_dir(&host).unwrap();
+        repo_with_commit(&host);
+        std::fs::create_dir(host.join("sub")).unwrap();
+        std::fs::write(host.join("sub/s.txt"), "s\n").unwrap();
+        git(&host, &["add", "."]);
+        git(&host, &["commit", "-q", "-m", "sub"]);
+        let repo = discover(&host).unwrap();
+        let dest = d.join("s/repos/host");
+        let mut c = Checkout::plan(&repo, "host", &dest, GitMode::Isolated);
+        create(&mut c, None).await.unwrap();
+        (host, dest, c)
+    }
+
+    /// What a user does in a kept checkout, with git's own config handling (`safe.directory`
+    /// trusts it, so only sbx's rebuild stands between these and the agent's config).
+    fn user_runs_git(dir: &Path) {
+        for args in [
+            &["status"][..],
+            &["diff"],
+            &["log", "-1", "--stat"],
+            &["add", "-A"],
+            &["commit", "-q", "-m", "user"],
+        ] {
+            let _ = std::process::Command::new("git")
+                .args(["-c", "safe.directory=*", "-C"])
+                .arg(dir)
+                .args(args)
+                .env("GIT_AUTHOR_NAME", "U")
+                .env("GIT_AUTHOR_EMAIL", "u@example.com")
+                .env("GIT_COMMITTER_NAME", "U")
+                .env("GIT_COMMITTER_EMAIL", "u@example.com")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+        }
+    }
+
+    /// Plants, in the git folder `gitdir`, every way git config can run a command.
+    fn plant(gitdir: &Path, marker: &Path) {
+        let touch = format!("touch {}", marker.display());
+        std::fs::create_dir_all(gitdir.join("hooks")).unwrap();
+        for h in [
+            "pre-commit",
+            "post-commit",
+            "commit-msg",
+            "post-index-change",
+        ] {
+            let p = gitdir.join("hooks").join(h);
+            std::fs::write(&p, format!("#!/bin/sh\n{touch}\n")).unwrap();
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+        }
+        std::fs::write(
+            gitdir.join("evil.cfg"),
+            format!("[core]\n\tfsmonitor = {touch}\n"),
+        )
+        .unwrap();
+        let mut cfg = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(gitdir.join("config"))
+            .unwrap();
+        std::io::Write::write_all(
+            &mut cfg,
+            format!(
+                "[core]\n\tfsmonitor = {touch}\n\thooksPath = {}\n[include]\n\tpath = {}\n\
+                 [filter \"x\"]\n\tclean = {touch}\n\tsmudge = {touch}\n[diff]\n\texternal = {touch}\n",
+                gitdir.join("hooks").display(),
+                gitdir.join("evil.cfg").display()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn planted_links_in_the_git_folder_are_never_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let (_host, dest, c) = isolated(d.path()).await;
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        let outside = d.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        let info = dest.join(".git/objects/info");
+        std::fs::remove_file(info.join("alternates")).unwrap();
+        std::os::unix::fs::symlink(&victim, info.join("alternates")).unwrap();
+        let o = finish(&c, "l1", true);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+        assert!(o.not_safe.is_none(), "{o:?}");
+        assert!(!info.join("alternates").is_symlink());
+        // The whole `info` folder as a link to a folder outside.
+        std::fs::remove_dir_all(&info).unwrap();
+        std::os::unix::fs::symlink(&outside, &info).unwrap();
+        let o = finish(&c, "l1", true);
+        assert!(o.not_safe.is_none(), "{o:?}");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        assert!(info.is_dir() && !info.is_symlink());
+        git(&dest, &["status"]);
+    }
+
+    #[tokio::test]
+    async fn fifos_are_removed_without_blocking() {
+        let d = tempfile::tempdir().unwrap();
+        let (_host, dest, c) = isolated(d.path()).await;
+        let fifo = |p: &Path| {
+            rustix::fs::mkfifoat(rustix::fs::CWD, p, rustix::fs::Mode::from_raw_mode(0o644))
+                .unwrap()
+        };
+        fifo(&dest.join(".gitignore"));
+        fifo(&dest.join("sub/.gitignore"));
+        fifo(&d.path().join("far-fifo"));
+        std::os::unix::fs::symlink(d.path().join("far-fifo"), dest.join("sub/.gitattributes"))
+            .unwrap();
+        let o = finish_within(&c, "f1", false, Duration::from_secs(60));
+        assert!(o.not_safe.is_none(), "{o:?}");
+        assert!(!dest.join(".gitignore").exists());
+        assert!(std::fs::symlink_metadata(dest.join("sub/.gitattributes")).is_err());
+        let notes = o.notes.join("\n");
+        assert!(
+            notes.contains("`.gitignore`") && notes.contains("`sub/.gitignore`"),
+            "{notes}"
+        );
+        // Nothing else was left: clean, so removed.
+        assert_eq!(o.kept, None, "{o:?}");
+        assert!(!dest.exists());
+    }
+
+    #[test]
+    fn a_stuck_finish_is_abandoned_in_time() {
+        let started = std::time::Instant::now();
+        let r = bounded(Duration::from_millis(200), || {
+            std::thread::sleep(Duration::from_secs(30));
+        });
+        assert!(r.unwrap_err().contains("gave up"));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(bounded(Duration::from_secs(5), || 7), Ok(7));
+    }
+
+    #[tokio::test]
+    async fn kept_checkouts_run_nothing_the_agent_planted() {
+        let d = tempfile::tempdir().unwrap();
+        let marker = d.path().join("pwned");
+        // The harness notices a planted command when nothing stops it.
+        let control = d.path().join("control");
+        std::fs::create_dir(&control).unwrap();
+        repo_with_commit(&control);
+        plant(&control.join(".git"), &marker);
+        std::fs::write(control.join("a.txt"), "changed\n").unwrap();
+        user_runs_git(&control);
+        assert!(marker.exists());
+        std::fs::remove_file(&marker).unwrap();
+        let (_host, dest, c) = isolated(d.path()).await;
+        std::fs::write(dest.join(".gitattributes"), "* filter=x diff=x\n").unwrap();
+        std::fs::write(dest.join("a.txt"), "changed\n").unwrap();
+        plant(&dest.join(".git"), &marker);
+        // A nested repository with its own config, registered as a submodule.
+        git(&dest.join("sub"), &["init", "-q"]);
+        plant(&dest.join("sub/.git"), &marker);
+        // A folder git would open as a bare repository.
+        let bare = dest.join("sub/bare");
+        std::fs::create_dir_all(bare.join("objects")).unwrap();
+        std::fs::create_dir_all(bare.join("refs")).unwrap();
+        std::fs::write(bare.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+        plant(&bare, &marker);
+        // And everything read-only, as an agent with the user's uid can make it.
+        for p in [".git/hooks", ".git", "sub/.git"] {
+            std::fs::set_permissions(
+                dest.join(p),
+                std::os::unix::fs::PermissionsExt::from_mode(0o555),
+            )
+            .unwrap();
+        }
+        let o = finish(&c, "p1", false);
+        assert!(o.not_safe.is_none(), "{o:?}");
+        assert!(o.kept.is_some());
+        for dir in [
+            &dest,
+            &dest.join("sub"),
+            &bare,
+            &dest.join("sub/.git.sbx-disabled"),
+        ] {
+            user_runs_git(dir);
+        }
+        assert!(!marker.exists(), "a planted command ran: {o:?}");
+        assert!(!dest.join(".git/hooks").exists());
+        let notes = o.notes.join("\n");
+        assert!(
+            notes.contains("`sub/.git` is now `sub/.git.sbx-disabled`"),
+            "{notes}"
+        );
+        assert!(notes.contains("`sub/bare/HEAD`"), "{notes}");
+        // The work is all there.
+        assert_eq!(
+            std::fs::read_to_string(dest.join("a.txt")).unwrap(),
+            "changed\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_git_file_or_link_is_replaced_by_a_fresh_git_folder() {
+        for how in ["gitdir", "symlink"] {
+            let d = tempfile::tempdir().unwrap();
+            let marker = d.path().join("pwned");
+            let (_host, dest, c) = isolated(d.path()).await;
+            // The agent's own repository elsewhere in the checkout, full of planted config.
+            std::fs::rename(dest.join(".git"), dest.join(".evil")).unwrap();
+            plant(&dest.join(".evil"), &marker);
+            if how == "gitdir" {
+                std::fs::write(dest.join(".git"), "gitdir: .evil\n").unwrap();
+            } else {
+                std::os::unix::fs::symlink(".evil", dest.join(".git")).unwrap();
+            }
+            let o = finish(&c, "g1", false);
+            assert!(o.not_safe.is_none(), "{o:?}");
+            assert!(o.notes.join("\n").contains("replaced its `.git`"), "{o:?}");
+            assert!(dest.join(".git").is_dir() && !dest.join(".git").is_symlink());
+            assert_eq!(git(&dest, &["rev-parse", "HEAD"]).trim(), c.start_commit);
+            for dir in [&dest, &dest.join(".evil"), &dest.join("sub")] {
+                user_runs_git(dir);
+            }
+            assert!(!marker.exists(), "{how}: a planted command ran");
+        }
+    }
+
+    /// Writes an object as is (`--literally`: no checks) and returns its id.
+    fn write_object(dest: &Path, kind: &str, bytes: &[u8]) -> String {
+        let mut child = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dest)
+            .args(["hash-object", "-t", kind, "--literally", "-w", "--stdin"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), bytes).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// A commit (made HEAD) that git's fsck rejects, and the message id it reports.
+    fn bad_commit(dest: &Path, kind: &str) -> (String, &'static str) {
+        let oid = |hex: &str| hex::decode(hex).unwrap();
+        let blob = oid(&write_object(dest, "blob", b"hi\n"));
+        let gitmodules = oid(&write_object(
+            dest,
+            "blob",
+            b"[submodule \"x\"]\n\tpath = x\n\turl = --upload-pack=touch /tmp/pwned\n",
+        ));
+        let entry = |mode: &str, name: &str, id: &[u8]| {
+            [format!("{mode} {name}\0").into_bytes(), id.to_vec()].concat()
+        };
+        let (tree, why) = match kind {
+            "unsorted" => (
+                [entry("100644", "b", &blob), entry("100644", "a", &blob)].concat(),
+                "treeNotSorted",
+            ),
+            "dotgit" => (
+                [entry("100644", ".git", &blob), entry("100644", "x", &blob)].concat(),
+                "hasDotgit",
+            ),
+            "mode" => (entry("100664", "a", &blob), "badFilemode"),
+            "gitmodules" => (entry("100644", ".gitmodules", &gitmodules), "gitmodulesUrl"),
+            "ident" => (entry("100644", "a", &blob), "zeroPaddedDate"),
+            // A header libgit2 cannot parse: refused before git is asked.
+            _ => (entry("100644", "a", &blob), "could not read"),
+        };
+        let tree = write_object(dest, "tree", &tree);
+        let parent = git(dest, &["rev-parse", "HEAD"]);
+        let author = match kind {
+            "ident" => "<a@example.com> 01 +0000",
+            "garbled" => "<a@example.com 1 +0000",
+            _ => "<a@example.com> 1 +0000",
+        };
+        let commit = write_object(
+            dest,
+            "commit",
+            format!(
+                "tree {tree}\nparent {}\nauthor A {author}\ncommitter A <a@example.com> 1 +0000\n\nbad\n",
+                parent.trim()
+            )
+            .as_bytes(),
+        );
+        git(dest, &["update-ref", "HEAD", &commit]);
+        (commit, why)
+    }
+
+    #[tokio::test]
+    async fn commits_git_fsck_rejects_are_refused_and_kept_for_inspection() {
+        for kind in [
+            "unsorted",
+            "dotgit",
+            "mode",
+            "gitmodules",
+            "ident",
+            "garbled",
+        ] {
+            let d = tempfile::tempdir().unwrap();
+            let (host, dest, c) = isolated(d.path()).await;
+            let packs = git(&host, &["count-objects", "-v"]);
+            let (bad, expect) = bad_commit(&dest, kind);
+            let o = finish(&c, "b1", false);
+            assert_eq!(o.branch, None, "{kind}: {o:?}");
+            assert!(o.not_safe.is_none(), "{o:?}");
+            let why = o.kept.clone().unwrap();
+            assert!(why.contains(expect), "{kind}: {why}");
+            assert!(
+                kind == "garbled" || why.contains("git refused them"),
+                "{why}"
+            );
+            git(&host, &["fsck", "--full", "--strict"]);
+            assert_eq!(git(&host, &["branch", "--list", "sbx/*"]), "");
+            // Not even a temporary pack of it reached the host's object folder.
+            assert_eq!(git(&host, &["count-objects", "-v"]), packs, "{kind}");
+            let objects = std::fs::read_dir(host.join(".git/objects")).unwrap();
+            assert!(
+                objects
+                    .flatten()
+                    .all(|e| !e.file_name().to_string_lossy().starts_with("incoming")),
+                "{kind}"
+            );
+            assert_eq!(git(&dest, &["rev-parse", REFUSED_REF]).trim(), bad);
+            assert_eq!(git(&dest, &["rev-parse", "HEAD"]).trim(), c.start_commit);
+            assert_eq!(git(&dest, &["cat-file", "-t", &bad]).trim(), "commit");
+        }
+    }
+
+    #[test]
+    fn alternates_with_colons_are_quoted_for_git() {
+        assert_eq!(alternate_entry(Path::new("/a/b")), "/a/b");
+        assert_eq!(
+            alternate_entry(Path::new("/a:b/\"q\"\\")),
+            "\"/a:b/\\\"q\\\"\\\\\""
+        );
+    }
+
+    #[tokio::test]
+    async fn a_host_path_with_a_colon_still_imports() {
+        let d = tempfile::tempdir().unwrap();
+        let base = d.path().join("a:b");
+        std::fs::create_dir(&base).unwrap();
+        let (host, dest, c) = isolated(&base).await;
+        std::fs::write(dest.join("n.txt"), "n\n").unwrap();
+        git(&dest, &["add", "."]);
+        git(&dest, &["commit", "-q", "-m", "inside"]);
+        let o = finish(&c, "c1", false);
+        assert_eq!(o.branch.as_deref(), Some("sbx/c1"), "{o:?}");
+        git(&host, &["fsck", "--full", "--strict"]);
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_finish_is_taken_up_again() {
+        let d = tempfile::tempdir().unwrap();
+        let (host, dest, c) = isolated(d.path()).await;
+        std::fs::write(dest.join("n.txt"), "n\n").unwrap();
+        git(&dest, &["add", "."]);
+        git(&dest, &["commit", "-q", "-m", "inside"]);
+        let head = git(&dest, &["rev-parse", "HEAD"]);
+        // As if sbx died right after moving the agent's `.git` aside, mid-way through the new
+        // one.
+        let repos = dest.parent().unwrap();
+        std::fs::rename(dest.join(".git"), repos.join(".sbx-quarantine-host")).unwrap();
+        std::fs::create_dir_all(repos.join(".sbx-git-host/objects")).unwrap();
+        let o = finish(&c, "i1", false);
+        assert_eq!(o.branch.as_deref(), Some("sbx/i1"), "{o:?}");
+        assert_eq!(git(&host, &["rev-parse", "sbx/i1"]), head);
+        assert!(!repos.join(".sbx-quarantine-host").exists());
+        assert!(!repos.join(".sbx-git-host").exists());
+    }
+
+    #[tokio::test]
+    async fn a_tracked_bare_repository_fixture_does_not_keep_a_clean_checkout() {
+        let d = tempfile::tempdir().unwrap();
+        let host = d.path().join("host");
+        std::fs::create_dir(&host).unwrap();
+        repo_with_commit(&host);
+        let fixture = host.join("tests/fixture.git");
+        for sub in ["objects/info", "refs/heads"] {
+            std::fs::create_dir_all(fixture.join(sub)).unwrap();
+            std::fs::write(fixture.join(sub).join("keep"), "").unwrap();
+        }
+        std::fs::write(fixture.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+        git(&host, &["add", "."]);
+        git(&host, &["commit", "-q", "-m", "fixture"]);
+        let repo = discover(&host).unwrap();
+        let dest = d.path().join("s/repos/host");
+        let mut c = Checkout::plan(&repo, "host", &dest, GitMode::Isolated);
+        create(&mut c, None).await.unwrap();
+        let o = finish(&c, "t1", false);
+        assert_eq!((o.kept.clone(), o.not_safe.clone()), (None, None), "{o:?}");
+        assert!(!dest.exists());
+        // Kept for another reason, it is disabled like any other.
+        let mut c = Checkout::plan(&repo, "host", &dest, GitMode::Isolated);
+        create(&mut c, None).await.unwrap();
+        std::fs::write(dest.join("wip"), "x").unwrap();
+        let o = finish(&c, "t2", false);
+        assert!(o.kept.is_some() && o.not_safe.is_none(), "{o:?}");
+        assert!(!dest.join("tests/fixture.git/HEAD").exists());
+        assert!(
+            o.notes.join("\n").contains("tests/fixture.git/HEAD"),
+            "{o:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tree_too_deep_to_check_is_kept_as_not_safe_with_its_commits_home() {
+        let d = tempfile::tempdir().unwrap();
+        let (host, dest, c) = isolated(d.path()).await;
+        std::fs::write(dest.join("n.txt"), "n\n").unwrap();
+        git(&dest, &["add", "."]);
+        git(&dest, &["commit", "-q", "-m", "inside"]);
+        let deep: PathBuf = std::iter::repeat_n("d", crate::safefs::MAX_DEPTH + 5).collect();
+        std::fs::create_dir_all(dest.join(&deep)).unwrap();
+        plant(&dest.join(".git"), &d.path().join("pwned"));
+        let o = finish(&c, "d1", false);
+        assert!(
+            o.not_safe.as_deref().unwrap_or("").contains("deeper"),
+            "{o:?}"
+        );
+        assert!(o.kept.is_some() && dest.exists(), "{o:?}");
+        assert_eq!(o.branch.as_deref(), Some("sbx/d1"));
+        assert_eq!(
+            git(&host, &["log", "-1", "--format=%s", "sbx/d1"]).trim(),
+            "inside"
+        );
+        // The top `.git` is sbx's all the same.
+        assert!(!dest.join(".git/hooks").exists());
     }
 
     #[tokio::test]

@@ -26,6 +26,8 @@ struct RepoRow {
     /// The branch the session's commits are (or will be) on.
     branch: Option<String>,
     kept: Option<String>,
+    /// Set when sbx could not make the kept checkout safe to run git in, with why.
+    not_safe: Option<String>,
 }
 
 pub async fn run(ctx: &Context, args: LsArgs, _docker_host: Option<String>) -> anyhow::Result<i32> {
@@ -36,9 +38,14 @@ pub async fn run(ctx: &Context, args: LsArgs, _docker_host: Option<String>) -> a
             .outcomes
             .iter()
             .any(|o| o.kept.is_some() && o.path.exists());
+        let not_safe = r
+            .outcomes
+            .iter()
+            .any(|o| o.not_safe.is_some() && o.path.exists());
         let st = match (r.phase, live) {
             (Phase::Running, true) => "running",
             (Phase::Running, false) => "dead",
+            (Phase::Finished, _) if not_safe => "NOT SAFE",
             (Phase::Finished, _) if kept => "kept",
             (Phase::Finished, _) => "finished",
         };
@@ -54,6 +61,7 @@ pub async fn run(ctx: &Context, args: LsArgs, _docker_host: Option<String>) -> a
                     path: o.path.display().to_string(),
                     branch: o.branch.clone(),
                     kept: o.kept.clone(),
+                    not_safe: o.not_safe.clone(),
                 })
                 .collect()
         } else {
@@ -65,6 +73,7 @@ pub async fn run(ctx: &Context, args: LsArgs, _docker_host: Option<String>) -> a
                     path: c.path.display().to_string(),
                     branch: Some(session_branch(&r.id)),
                     kept: None,
+                    not_safe: None,
                 })
                 .collect()
         };
@@ -99,7 +108,12 @@ pub async fn run(ctx: &Context, args: LsArgs, _docker_host: Option<String>) -> a
                 if let Some(b) = &x.branch {
                     s.push_str(&format!(" [{b}]"));
                 }
-                if x.kept.is_some() {
+                if x.not_safe.is_some() {
+                    s.push_str(&format!(
+                        " kept at {} (NOT SAFE: do not run git there)",
+                        x.path
+                    ));
+                } else if x.kept.is_some() {
                     s.push_str(&format!(" kept at {}", x.path));
                 }
                 s

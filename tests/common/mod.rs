@@ -81,10 +81,8 @@ impl Env {
         extra_env: &[(&str, &str)],
         stdin: Option<&str>,
     ) -> Option<Output> {
-        let mut c = self.sbx_as_user()?;
-        c.args(args)
-            .envs(extra_env.iter().copied())
-            .current_dir(cwd)
+        let mut c = self.user_command(cwd, args)?;
+        c.envs(extra_env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -96,6 +94,14 @@ impl Env {
         }
         drop(input);
         Some(child.wait_with_output().unwrap())
+    }
+
+    /// The command [`Env::run_as_user`] runs (`sbx args...` as uid/gid 1000 in the `docker`
+    /// group, this HOME handed to that user), to spawn it yourself. `None` when not root.
+    pub fn user_command(&self, cwd: &Path, args: &[&str]) -> Option<Command> {
+        let mut c = self.sbx_as_user()?;
+        c.args(args).current_dir(cwd);
+        Some(c)
     }
 
     /// `sbx` as the regular user (see [`Env::run_as_user`]), to add arguments to; this HOME is
