@@ -143,7 +143,7 @@ pub fn prepare(
     let path = dest.join(GLOBAL);
     write_file(&path, &to_json(&Value::Object(global)), 0o600).map_err(err(&path))?;
     if let Some((uid, gid)) = owner {
-        chown_tree(&dest, uid, gid).map_err(err(&dest))?;
+        crate::safefs::chown_tree(&dest, uid, gid).map_err(err(&dest))?;
     }
     out.login_fingerprint = fingerprint(&read_login(&dest));
     Ok(out)
@@ -201,16 +201,6 @@ fn copy_tree(from: &Path, to: &Path, budget: &mut Budget, depth: usize) -> std::
         // Sockets, FIFOs, devices: nothing to copy.
         Ok(())
     }
-}
-
-fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
-    if std::fs::symlink_metadata(path)?.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            chown_tree(&entry?.path(), uid, gid)?;
-        }
-    }
-    Ok(())
 }
 
 /// The login state that may come back, as found in a configuration folder shaped like the

@@ -463,6 +463,23 @@ fn set_mode_nofollow(dir: &OwnedFd, name: &OsStr, mode: u32) -> io::Result<()> {
     )?)
 }
 
+/// Gives the tree at `path` to `uid:gid`, never following a symbolic link (for trees sbx made
+/// and hands to the agent's ids before the agent runs).
+pub fn chown_tree(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    fn below(dir: &Dir, uid: u32, gid: u32) -> io::Result<()> {
+        for name in dir.names()? {
+            dir.chown(&name, uid, gid)?;
+            if dir.meta(&name)?.is_some_and(|m| m.kind == Kind::Dir) {
+                below(&dir.open_dir(&name)?, uid, gid)?;
+            }
+        }
+        Ok(())
+    }
+    let dir = Dir::open(path)?;
+    dir.chown_self(uid, gid)?;
+    below(&dir, uid, gid)
+}
+
 /// The refusal inside an error from this module, if that is what it is.
 pub fn refusal(e: &io::Error) -> Option<&Refused> {
     e.get_ref().and_then(|r| r.downcast_ref::<Refused>())

@@ -328,9 +328,9 @@ async fn create_inner(
             GitMode::Isolated => None,
         };
         tokio::task::spawn_blocking(move || {
-            chown_tree(&d, uid, gid)?;
+            crate::safefs::chown_tree(&d, uid, gid)?;
             if let Some(g) = gitdir {
-                chown_tree(&g, uid, gid)?;
+                crate::safefs::chown_tree(&g, uid, gid)?;
             }
             Ok::<_, std::io::Error>(())
         })
@@ -522,16 +522,6 @@ fn worktree_admin_dir(worktree: &Path) -> Option<PathBuf> {
     let text = std::fs::read_to_string(worktree.join(".git")).ok()?;
     let dir = text.trim().strip_prefix("gitdir:")?.trim();
     Some(PathBuf::from(dir))
-}
-
-fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
-    if std::fs::symlink_metadata(path)?.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            chown_tree(&entry?.path(), uid, gid)?;
-        }
-    }
-    Ok(())
 }
 
 /// Lets libgit2 open repositories owned by another uid (checkouts handed to the agent's uid).
