@@ -35,7 +35,8 @@ pub struct Audit {
     pub refused: Vec<Refusal>,
 }
 
-/// Parses the DNS filter's log.
+/// Parses the DNS filter's log. Names are the agent's choice and may hold spaces (dnsmasq logs
+/// them as they are), so a name runs up to the last ` from `, ` to ` or ` is ` of its line.
 pub fn parse_dns_log(text: &str) -> Vec<Query> {
     let mut by_serial: BTreeMap<u64, Query> = BTreeMap::new();
     for line in text.lines() {
@@ -43,30 +44,26 @@ pub fn parse_dns_log(text: &str) -> Vec<Query> {
             continue;
         };
         let time = head.get(..15).unwrap_or("").to_owned();
-        let mut words = rest.split_whitespace();
-        let (Some(serial), Some(_client), Some(action)) =
-            (words.next(), words.next(), words.next())
+        let mut words = rest.splitn(4, ' ');
+        let (Some(serial), Some(_client), Some(action), Some(rest)) =
+            (words.next(), words.next(), words.next(), words.next())
         else {
             continue;
         };
         let Ok(serial) = serial.parse::<u64>() else {
             continue;
         };
-        let name = words
-            .next()
-            .unwrap_or("")
-            .trim_end_matches('.')
-            .to_ascii_lowercase();
-        let rest: Vec<&str> = words.collect();
+        let tidy = |name: &str| name.trim_end_matches('.').to_ascii_lowercase();
         if let Some(qtype) = action
             .strip_prefix("query[")
             .and_then(|t| t.strip_suffix(']'))
         {
+            let name = rest.rsplit_once(" from ").map_or(rest, |(n, _)| n);
             by_serial.insert(
                 serial,
                 Query {
                     time,
-                    name,
+                    name: tidy(name),
                     qtype: qtype.to_owned(),
                     outcome: "asked".into(),
                     answers: Vec::new(),
@@ -77,18 +74,17 @@ pub fn parse_dns_log(text: &str) -> Vec<Query> {
         let Some(q) = by_serial.get_mut(&serial) else {
             continue;
         };
+        let answer = rest.rsplit_once(" is ").map(|(_, a)| a.trim());
         match action {
             "config" => q.outcome = "denied".into(),
             "forwarded" => q.outcome = "forwarded".into(),
             "cached" if q.outcome == "asked" => q.outcome = "cached".into(),
-            "reply" | "cached" => {
-                if let ["is", answer, ..] = rest.as_slice()
-                    && answer.parse::<std::net::IpAddr>().is_ok()
-                {
-                    q.answers.push((*answer).to_owned());
-                }
-            }
             _ => {}
+        }
+        if matches!(action, "reply" | "cached")
+            && let Some(a) = answer.filter(|a| a.parse::<std::net::IpAddr>().is_ok())
+        {
+            q.answers.push(a.to_owned());
         }
     }
     by_serial.into_values().collect()
@@ -121,6 +117,10 @@ fn worth_reporting(name: &str) -> bool {
         || name.starts_with("sbx-selfcheck-")
         || name.is_empty())
 }
+
+/// At most this many names are suggested as allowlist lines (the agent decides how many it
+/// looks up).
+const MAX_SUGGESTIONS: usize = 20;
 
 /// The short end-of-session summary, or `None` when nothing was denied.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -173,8 +173,14 @@ impl Summary {
             return None;
         }
         let mut out = String::from("allow:\n");
-        for name in names {
+        for name in names.iter().take(MAX_SUGGESTIONS) {
             out.push_str(&format!("  - {name}\n"));
+        }
+        if names.len() > MAX_SUGGESTIONS {
+            out.push_str(&format!(
+                "  # and {} more (`sbx log SESSION` lists them all)\n",
+                names.len() - MAX_SUGGESTIONS
+            ));
         }
         Some(out)
     }
@@ -277,6 +283,29 @@ Nov 27 09:02:42 sbx-da8ee4a5 sbx-refused IN= OUT=eth0 MAC= SRC=172.24.0.2 DST=10
         assert_eq!(s.allow_lines().unwrap(), "allow:\n  - evil.example\n");
         insta::assert_snapshot!(s.render());
         assert!(Audit::default().summary().is_empty());
+    }
+
+    #[test]
+    fn names_with_spaces_are_read_whole_and_suggestions_are_bounded() {
+        let log = "Nov 27 08:45:38 dnsmasq[84]: 2 127.0.0.1/38814 query[A] sp ace.example from 127.0.0.1\n\
+                   Nov 27 08:45:38 dnsmasq[84]: 2 127.0.0.1/38814 config sp ace.example is NXDOMAIN\n";
+        let q = parse_dns_log(log);
+        assert_eq!(
+            (q[0].name.as_str(), q[0].outcome.as_str()),
+            ("sp ace.example", "denied")
+        );
+        let a = Audit {
+            queries: q,
+            refused: vec![],
+        };
+        assert_eq!(a.summary().allow_lines(), None);
+        let mut s = Summary::default();
+        for i in 0..500 {
+            s.denied_names.insert(format!("n{i}.example"), 1);
+        }
+        let lines = s.allow_lines().unwrap();
+        assert_eq!(lines.lines().count(), 1 + MAX_SUGGESTIONS + 1, "{lines}");
+        assert!(lines.contains("and 480 more"));
     }
 
     #[test]

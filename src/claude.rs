@@ -150,9 +150,11 @@ pub fn prepare(
 }
 
 /// The `.claude.json` the session starts with: the user's, without other projects' entries
-/// (their paths and per-project settings are none of the agent's business), with the session's
-/// folders trusted.
+/// (their paths and per-project settings are none of the agent's business) and without the
+/// user's MCP servers (commands for the host, often with other services' keys in their
+/// environment), with the session's folders trusted.
 fn session_global(mut global: Map<String, Value>, workspaces: &[String]) -> Map<String, Value> {
+    global.remove("mcpServers");
     let mut projects = Map::new();
     for w in workspaces {
         projects.insert(
@@ -308,11 +310,28 @@ pub fn bring_back(
 ) -> std::io::Result<BroughtBack> {
     let copy = session_copy(session_dir);
     let result = bring_back_inner(host, &copy, start_fingerprint);
-    match std::fs::remove_dir_all(&copy) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
+    discard(session_dir)?;
     result
+}
+
+/// Deletes the session's copy, credentials first (by name, so they go even when the agent
+/// made the rest hard to remove), then the rest without following links, at any depth.
+pub fn discard(session_dir: &Path) -> std::io::Result<()> {
+    let name = std::ffi::OsStr::new("claude");
+    let dir = match crate::safefs::Dir::open(session_dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if dir.meta(name)?.is_none() {
+        return Ok(());
+    }
+    if let Ok(copy) = dir.open_dir(name) {
+        for secret in [CREDENTIALS, GLOBAL] {
+            let _ = copy.remove(std::ffi::OsStr::new(secret));
+        }
+    }
+    dir.remove_tree(name)
 }
 
 fn bring_back_inner(
@@ -455,7 +474,8 @@ mod tests {
         write(&h.dir.join(CREDENTIALS), CREDS);
         write(
             &h.global,
-            r#"{"hasCompletedOnboarding": true, "projects": {"/home/u/secret": {"allowedTools": []}}}"#,
+            r#"{"hasCompletedOnboarding": true, "projects": {"/home/u/secret": {"allowedTools": []}},
+                "mcpServers": {"gh": {"command": "gh-mcp", "env": {"GITHUB_TOKEN": "ghp_secret"}}}}"#,
         );
         let s = d.path().join("session");
         let p = prepare(&h, &s, &["/workspace/app".into()], None).unwrap();
@@ -468,6 +488,7 @@ mod tests {
             serde_json::json!({"/workspace/app": {"hasTrustDialogAccepted": true}})
         );
         assert_eq!(g["hasCompletedOnboarding"], Value::Bool(true));
+        assert!(!g.contains_key("mcpServers"));
         assert!(!p.login_fingerprint.is_empty());
     }
 

@@ -48,6 +48,8 @@ pub struct ContainerSpec {
     pub read_only_rootfs: bool,
     /// In-memory filesystems: container path to mount options (size, mode, owner).
     pub tmpfs: BTreeMap<String, String>,
+    /// The engine's logging driver for the container's own output (`None`: the engine's).
+    pub log_driver: Option<String>,
 }
 
 /// What the gate's plan depends on (nothing of the checkouts, so it can start early).
@@ -177,6 +179,7 @@ pub fn gate(i: &GateInputs) -> ContainerSpec {
         working_dir: None,
         read_only_rootfs: false,
         tmpfs: BTreeMap::new(),
+        log_driver: None,
     }
 }
 
@@ -236,6 +239,9 @@ pub fn agent(i: &Inputs) -> ContainerSpec {
         working_dir: Some(i.working_dir.clone()),
         read_only_rootfs: true,
         tmpfs,
+        // The agent owns its PID 1 and could write without end to its stdout, which the engine
+        // would keep in a log file on its disk; the command's output goes through the exec.
+        log_driver: Some("none".into()),
     }
 }
 
@@ -258,6 +264,8 @@ pub const DEFAULT_CPUS_CEILING: f64 = 4.0;
 
 /// The most memory a session gets when no setting names an amount.
 pub const DEFAULT_MEMORY_CEILING: u64 = 8 << 30;
+/// The least memory the default gives the agent (half the engine's, at least this).
+pub const DEFAULT_MEMORY_FLOOR: u64 = 512 << 20;
 
 /// The agent's CPU limit: the setting, or up to 4, never more than the engine has.
 pub fn cpus(setting: Option<f64>, engine_cpus: u32) -> f64 {
@@ -267,7 +275,8 @@ pub fn cpus(setting: Option<f64>, engine_cpus: u32) -> f64 {
 
 /// The agent's memory limit: the setting, or half the engine's memory, at most 8 GiB.
 pub fn memory(setting: Option<u64>, engine_memory: u64) -> u64 {
-    setting.unwrap_or_else(|| (engine_memory / 2).clamp(512 << 20, DEFAULT_MEMORY_CEILING))
+    setting
+        .unwrap_or_else(|| (engine_memory / 2).clamp(DEFAULT_MEMORY_FLOOR, DEFAULT_MEMORY_CEILING))
 }
 
 #[cfg(test)]

@@ -24,6 +24,23 @@ use tokio::io::AsyncWrite;
 use crate::container::{ContainerSpec, OWNER_LABEL, SESSION_LABEL};
 use crate::image::{FINGERPRINT_LABEL, ImageSpec};
 
+/// What [`Engine::capacity`] reports.
+#[derive(Debug, Clone, Copy)]
+pub struct Capacity {
+    pub cpus: u32,
+    pub memory: u64,
+    pub seccomp: bool,
+}
+
+/// Whether the engine's security options (`docker info`) say containers run under a seccomp
+/// filter: present and not `unconfined`. Without it the agent could call `keyctl` and read the
+/// user's kernel keyring, where `sbx token` keeps tokens when sbx runs as the agent's uid.
+pub fn seccomp_on(security_options: &[String]) -> bool {
+    security_options
+        .iter()
+        .any(|o| o.contains("name=seccomp") && !o.contains("profile=unconfined"))
+}
+
 /// A connected engine.
 #[derive(Clone)]
 pub struct Engine {
@@ -210,12 +227,15 @@ impl Engine {
     }
 
     /// CPUs and bytes of memory the engine has.
-    pub async fn capacity(&self) -> Result<(u32, u64), EngineError> {
+    /// What the engine offers a session: its CPUs and memory, and whether it filters containers'
+    /// system calls (seccomp).
+    pub async fn capacity(&self) -> Result<Capacity, EngineError> {
         let info = self.docker.info().await.map_err(api("describe itself"))?;
-        Ok((
-            info.ncpu.unwrap_or(1).max(1) as u32,
-            info.mem_total.unwrap_or(2 << 30).max(0) as u64,
-        ))
+        Ok(Capacity {
+            cpus: info.ncpu.unwrap_or(1).max(1) as u32,
+            memory: info.mem_total.unwrap_or(2 << 30).max(0) as u64,
+            seccomp: seccomp_on(&info.security_options.unwrap_or_default()),
+        })
     }
 
     pub async fn version(&self) -> Result<String, EngineError> {
@@ -495,6 +515,13 @@ impl Engine {
             init: Some(spec.init),
             auto_remove: Some(false),
             readonly_rootfs: Some(spec.read_only_rootfs),
+            log_config: spec
+                .log_driver
+                .as_ref()
+                .map(|d| bollard::models::HostConfigLogConfig {
+                    typ: Some(d.clone()),
+                    config: None,
+                }),
             tmpfs: (!spec.tmpfs.is_empty()).then(|| spec.tmpfs.clone().into_iter().collect()),
             ..Default::default()
         };
@@ -769,6 +796,21 @@ fn parse_step(line: &str) -> Option<(u64, u64, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seccomp_must_be_on_and_not_unconfined() {
+        let o = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(seccomp_on(&o(&[
+            "name=apparmor",
+            "name=seccomp,profile=default"
+        ])));
+        assert!(seccomp_on(&o(&[
+            "name=seccomp,profile=builtin",
+            "name=cgroupns"
+        ])));
+        assert!(!seccomp_on(&o(&["name=seccomp,profile=unconfined"])));
+        assert!(!seccomp_on(&o(&["name=apparmor"])));
+    }
 
     #[test]
     fn parses_classic_builder_steps() {

@@ -43,6 +43,8 @@ impl Ui {
         }
     }
 
+    /// Every message passes [`crate::text::printable_lines`]: messages quote values from
+    /// files, logs and errors that a repository or the agent chose.
     fn emit(&self, line: String) {
         if self.bars {
             let _ = self.multi.println(&line);
@@ -54,7 +56,11 @@ impl Ui {
     /// Progress a user may want to see; hidden with `--quiet`.
     pub fn info(&self, msg: impl AsRef<str>) {
         if !self.quiet {
-            self.emit(format!("{} {}", self.paint("1;36", "sbx:"), msg.as_ref()));
+            self.emit(format!(
+                "{} {}",
+                self.paint("1;36", "sbx:"),
+                safe(msg.as_ref())
+            ));
         }
     }
 
@@ -63,25 +69,29 @@ impl Ui {
         self.emit(format!(
             "{} {}",
             self.paint("1;33", "warning:"),
-            msg.as_ref()
+            safe(msg.as_ref())
         ));
     }
 
     /// A fact the user must not miss (where kept work is); always shown.
     pub fn notice(&self, msg: impl AsRef<str>) {
-        self.emit(format!("{} {}", self.paint("1;36", "sbx:"), msg.as_ref()));
+        self.emit(format!(
+            "{} {}",
+            self.paint("1;36", "sbx:"),
+            safe(msg.as_ref())
+        ));
     }
 
     pub fn error(&self, msg: &str, causes: &[String], hint: Option<&str>) {
-        let mut out = format!("{} {msg}", self.paint("1;31", "error:"));
+        let mut out = format!("{} {}", self.paint("1;31", "error:"), safe(msg));
         if !causes.is_empty() {
             out.push_str("\n\nCaused by:");
             for c in causes {
-                out.push_str(&format!("\n    {c}"));
+                out.push_str(&format!("\n    {}", safe(c)));
             }
         }
         if let Some(h) = hint {
-            out.push_str(&format!("\n\n{} {h}", self.paint("1;32", "hint:")));
+            out.push_str(&format!("\n\n{} {}", self.paint("1;32", "hint:"), safe(h)));
         }
         self.emit(out);
     }
@@ -148,6 +158,11 @@ impl Bar {
             pb.finish_and_clear();
         }
     }
+}
+
+/// A message as it may reach the terminal: see [`Ui::emit`].
+fn safe(msg: &str) -> String {
+    crate::text::printable_lines(msg)
 }
 
 impl BuildProgress for Bar {

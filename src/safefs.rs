@@ -310,12 +310,26 @@ impl Dir {
 
     /// Removes `name` and, when it is a folder, everything in it, without following any
     /// symbolic link, restoring the owner's permissions where the agent took them away. Gone
-    /// already is success.
+    /// already is success. Any depth: a folder [`MAX_DEPTH`] levels down is first moved up
+    /// into this folder (under a temporary name) and removed from there, so neither the open
+    /// folders nor the recursion grow with the depth the agent chose.
     pub fn remove_tree(&self, name: &OsStr) -> io::Result<()> {
-        self.remove_tree_at(name, 0)
+        let mut todo = vec![name.to_owned()];
+        let mut hoisted = 0u64;
+        while let Some(n) = todo.pop() {
+            self.remove_tree_at(self, &n, 0, &mut todo, &mut hoisted)?;
+        }
+        Ok(())
     }
 
-    fn remove_tree_at(&self, name: &OsStr, depth: usize) -> io::Result<()> {
+    fn remove_tree_at(
+        &self,
+        top: &Dir,
+        name: &OsStr,
+        depth: usize,
+        todo: &mut Vec<OsString>,
+        hoisted: &mut u64,
+    ) -> io::Result<()> {
         let Some(m) = self.meta(name)? else {
             return Ok(());
         };
@@ -326,11 +340,15 @@ impl Dir {
             };
         }
         if depth >= MAX_DEPTH {
-            return Err(refuse(Refused::TooDeep(MAX_DEPTH)));
+            *hoisted += 1;
+            let up = OsString::from(format!(".sbx-removing-{}-{hoisted}", std::process::id()));
+            self.rename(name, top, &up)?;
+            todo.push(up);
+            return Ok(());
         }
         let dir = self.open_dir(name)?;
         for child in dir.names()? {
-            dir.remove_tree_at(&child, depth + 1)?;
+            dir.remove_tree_at(top, &child, depth + 1, todo, hoisted)?;
         }
         drop(dir);
         match rustix::fs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR) {
@@ -563,6 +581,22 @@ mod tests {
         let mut names = to.names().unwrap();
         names.sort();
         assert_eq!(names, [os("c"), os("h")]);
+    }
+
+    #[test]
+    fn remove_tree_removes_any_depth() {
+        let d = tempfile::tempdir().unwrap();
+        // Made relative to the folder: the path is longer than the kernel takes at once.
+        let dir = Dir::open(d.path()).unwrap();
+        let mut at = dir.create_dir(os("t"), 0o755).unwrap();
+        for _ in 0..(MAX_DEPTH * 3 + 7) {
+            at = at.create_dir(os("d"), 0o755).unwrap();
+        }
+        at.write_file(os("f"), b"x", 0o644).unwrap();
+        at.set_mode(os("f"), 0).unwrap();
+        drop(at);
+        dir.remove_tree(os("t")).unwrap();
+        assert_eq!(dir.names().unwrap(), Vec::<OsString>::new());
     }
 
     #[test]

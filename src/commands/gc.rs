@@ -27,5 +27,9 @@ pub async fn run(ctx: &Context, docker_host: Option<String>) -> anyhow::Result<i
         n(report.sessions_finished.len(), "dead session"),
         n(report.folders_removed.len(), "old record"),
     ));
-    Ok(0)
+    Ok(if report.failed.is_empty() {
+        0
+    } else {
+        crate::cli::EXIT_FAILURE
+    })
 }

@@ -104,7 +104,7 @@ pub async fn run(ctx: &Context, args: LsArgs, _docker_host: Option<String>) -> a
             .repos
             .iter()
             .map(|x| {
-                let mut s = x.name.clone();
+                let mut s = crate::text::printable(&x.name);
                 if let Some(b) = &x.branch {
                     s.push_str(&format!(" [{b}]"));
                 }
@@ -119,11 +119,8 @@ pub async fn run(ctx: &Context, args: LsArgs, _docker_host: Option<String>) -> a
                 s
             })
             .collect();
-        let cmd: String = r
-            .command
-            .join(" ")
+        let cmd: String = crate::text::printable(&r.command.join(" "))
             .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
             .take(20)
             .collect();
         let vm =

@@ -128,15 +128,23 @@ pub fn load_settings(
 
 /// Settings and the project file's standing, without acting on it (for `sbx config show`).
 pub fn load(ctx: &Context, project_root: Option<&Path>, flags: Layer) -> anyhow::Result<Loaded> {
-    let below = Settings::user(&ctx.dirs.user_config_file())?;
+    let user = Settings::user(&ctx.dirs.user_config_file())?;
     // Read once: the bytes weighed and approved are the bytes that take effect.
     let project = match project_root {
         Some(root) => ProjectFile::read(&root.join(PROJECT_FILE))?,
         None => None,
     };
-    let with = below.with_project(project.as_ref())?;
-    let status = approvals(ctx).status(project.as_ref(), &below, &with)?;
-    let settings = with.with_env_and_flags(std::env::vars(), &cwd()?, flags)?;
+    // The file is weighed by what it changes in the settings that take effect: the user's
+    // environment and flags apply after it, and may have narrowed what it would widen again
+    // (`SBX_DEFAULT_ALLOWLIST=false` with a file listing the default hosts).
+    let (env, cwd) = (std::env::vars().collect::<Vec<_>>(), cwd()?);
+    let below = user
+        .clone()
+        .with_env_and_flags(env.clone(), &cwd, flags.clone())?;
+    let settings = user
+        .with_project(project.as_ref())?
+        .with_env_and_flags(env, &cwd, flags)?;
+    let status = approvals(ctx).status(project.as_ref(), &below, &settings)?;
     Ok(Loaded {
         settings,
         project,
