@@ -496,7 +496,7 @@ async fn start_and_exec(
     record.checkouts = checkouts.clone();
     record.save(dir)?;
 
-    // The agent joins the gate's namespace while the gate loads the firewall.
+    // The agent's Claude configuration: a copy in the session folder (see `claude`).
     let claude = match settings.claude.config {
         ClaudeConfig::Mount => {
             let workspaces: Vec<String> = checkouts
