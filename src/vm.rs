@@ -12,6 +12,9 @@ use sha2::{Digest, Sha256};
 use crate::config::{VmProvider, VmSettings};
 use crate::process::{Cmd, ProcessError};
 
+mod colima;
+pub use colima::*;
+
 pub const TEMPLATE: &str = include_str!("../lima-templates/sbx.yaml");
 pub const PROVISION_DOCKER: &str = include_str!("../provision/docker.sh");
 /// The golden instance every session VM is cloned from.
@@ -104,7 +107,7 @@ pub fn render_template(settings: &VmSettings, vm_type: &str) -> String {
         .replace("{{DISK}}", &format_gib(settings.disk_gib))
 }
 
-fn format_gib(g: f64) -> String {
+pub(crate) fn format_gib(g: f64) -> String {
     if g.fract() == 0.0 {
         format!("{}", g as u64)
     } else {
@@ -399,86 +402,7 @@ impl Lima {
     }
 }
 
-/// `colima start` for a session's own profile: no docker-context switch, no `~/.ssh/config`
-/// edits, only the given mounts, Docker as the runtime.
-pub fn colima_start_args(profile: &str, s: &VmSettings, mounts: &[VmMount]) -> Vec<String> {
-    let mut a: Vec<String> = [
-        "start",
-        "--profile",
-        profile,
-        "--activate=false",
-        "--ssh-config=false",
-        "--runtime",
-        "docker",
-        "--vm-type",
-        default_vm_type(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    a.extend([
-        "--cpus".into(),
-        s.cpus.to_string(),
-        "--memory".into(),
-        format_gib(s.memory_gib),
-        "--disk".into(),
-        format_gib(s.disk_gib),
-    ]);
-    if mounts.is_empty() {
-        a.extend(["--mount".into(), "none".into()]);
-    }
-    for m in mounts {
-        a.push("--mount".into());
-        a.push(format!(
-            "{}{}",
-            m.path.display(),
-            if m.writable { ":w" } else { "" }
-        ));
-    }
-    a
-}
-
-/// `colima delete` with its data disk, so nothing piles up.
-pub fn colima_delete_args(profile: &str) -> Vec<String> {
-    ["delete", "--profile", profile, "--force", "--data"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect()
-}
-
-/// The Lima instance behind a Colima profile.
-pub fn colima_instance(profile: &str) -> String {
-    format!("colima-{profile}")
-}
-
 impl Lima {
-    /// Boots a session's own Colima profile (Colima has no supported clone, so every session
-    /// boots from scratch: slower than Lima) and returns its Lima instance.
-    pub async fn colima_start(
-        &self,
-        profile: &str,
-        settings: &VmSettings,
-        mounts: &[VmMount],
-    ) -> Result<Instance, VmError> {
-        let a = colima_start_args(profile, settings, mounts);
-        Cmd::new("colima")
-            .args(&a)
-            .timeout(Duration::from_secs(1800))
-            .run()
-            .await
-            .map_err(|e| VmError::Boot {
-                name: profile.to_owned(),
-                message: VmError::from(e).to_string(),
-            })?;
-        self.get(&colima_instance(profile))
-            .await?
-            .filter(|i| i.status == "Running")
-            .ok_or_else(|| VmError::Boot {
-                name: profile.to_owned(),
-                message: "Colima reports it is not running".into(),
-            })
-    }
-
     /// Deletes a session's VM, whichever provider made it (a missing one is fine).
     pub async fn remove_session_vm(&self, name: &str) -> Result<(), VmError> {
         if self.colima {
@@ -486,15 +410,6 @@ impl Lima {
         } else {
             self.delete(name).await
         }
-    }
-
-    pub async fn colima_delete(&self, profile: &str) -> Result<(), VmError> {
-        Cmd::new("colima")
-            .args(colima_delete_args(profile))
-            .timeout(Duration::from_secs(180))
-            .run()
-            .await?;
-        Ok(())
     }
 }
 
@@ -596,30 +511,6 @@ mod tests {
         assert_eq!(l[1].dir, Path::new("/Users/a/.lima/sbx-1a2b3c4d"));
         assert!(parse_list("No instance found.\n").unwrap().is_empty());
         assert!(parse_list("{broken").is_err());
-    }
-
-    #[test]
-    fn colima_arguments() {
-        let m = [VmMount {
-            path: "/s/abc".into(),
-            writable: true,
-        }];
-        let a = colima_start_args("sbx-abc", &settings(), &m);
-        for want in [
-            "--activate=false",
-            "--ssh-config=false",
-            "--runtime",
-            "--mount",
-            "/s/abc:w",
-        ] {
-            assert!(a.contains(&want.to_owned()), "{a:?}");
-        }
-        assert_eq!(a[..3], ["start", "--profile", "sbx-abc"]);
-        assert_eq!(
-            colima_delete_args("sbx-abc"),
-            ["delete", "--profile", "sbx-abc", "--force", "--data"]
-        );
-        assert_eq!(colima_instance("sbx-abc"), "colima-sbx-abc");
     }
 
     #[test]
