@@ -17,6 +17,8 @@ pub struct Guest {
     ssh: Session,
     forward: tokio::task::JoinHandle<()>,
     pub socket: PathBuf,
+    /// The private folder holding `socket` when the preferred one was too long for it.
+    socket_dir: Option<tempfile::TempDir>,
 }
 
 impl Guest {
@@ -32,7 +34,164 @@ impl Guest {
     pub fn close(self) {
         self.forward.abort();
         let _ = std::fs::remove_file(&self.socket);
+        drop(self.socket_dir);
     }
+
+    /// Waits, within `limit`, until the guest's Docker answers: a VM's boot can finish before
+    /// dockerd does (Lima's `start` returns when its boot scripts and probes are done).
+    pub async fn wait_for_docker(&self, name: &str, limit: Duration) -> Result<(), VmError> {
+        let began = std::time::Instant::now();
+        loop {
+            if crate::engine::Engine::connect(&self.endpoint())
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if began.elapsed() >= limit {
+                return Err(VmError::DockerNotReady {
+                    name: name.to_owned(),
+                    secs: limit.as_secs(),
+                });
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Proves that the guest shows each mount as the host's folder: it must read back the
+    /// nonce written there on the host. Lima mounts with `nofail`, so a mount it could not make
+    /// is silently an empty folder that Docker would then bind.
+    pub async fn prove_mounts(&self, name: &str, nonces: &Nonces) -> anyhow::Result<()> {
+        let mut script = String::new();
+        for (path, nonce) in &nonces.planted {
+            let file = path.join(&nonces.file);
+            script.push_str(&format!(
+                "[ \"$(sudo -n cat -- {} 2>/dev/null)\" = {} ] || printf 'missing %s\\n' {}\n",
+                shell_word(&file.to_string_lossy()),
+                shell_word(nonce),
+                shell_word(&path.to_string_lossy()),
+            ));
+        }
+        let (code, out) = self.ssh.exec("sh -s", script.as_bytes()).await?;
+        anyhow::ensure!(code == 0, "checking the VM's mounts failed: {}", out.trim());
+        for line in out.lines() {
+            if let Some(p) = line.strip_prefix("missing ") {
+                return Err(VmError::MountMissing {
+                    name: name.to_owned(),
+                    path: p.into(),
+                    why: "the folder there is not the host's (the mount was skipped)".into(),
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Shows each writable mount to the containers as owned by the agent's ids, whatever owner
+    /// the guest's file sharing reports (virtiofs on a Mac reports whoever looked first: Docker,
+    /// as root), so the agent can write its checkouts. A bindfs layer over the same path does it
+    /// where the owner differs; what is created through it belongs to those ids on the host.
+    pub async fn share_mounts(
+        &self,
+        mounts: &[VmMount],
+        (uid, gid): (u32, u32),
+    ) -> anyhow::Result<()> {
+        let mut script = String::from("set -e\n");
+        for m in mounts.iter().filter(|m| m.writable) {
+            let p = shell_word(&m.path.to_string_lossy());
+            script.push_str(&format!(
+                "if [ \"$(sudo -n stat -c %u:%g -- {p})\" != {uid}:{gid} ]; then \
+                 command -v bindfs >/dev/null || {{ echo 'bindfs is missing: run sbx setup --vm' >&2; exit 3; }}; \
+                 sudo -n bindfs -o allow_other,nonempty --force-user={uid} --force-group={gid} \
+                 --create-for-user={uid} --create-for-group={gid} -- {p} {p}; fi\n"
+            ));
+        }
+        let (code, out) = self.ssh.exec("sh -s", script.as_bytes()).await?;
+        anyhow::ensure!(
+            code == 0,
+            "showing the session's folders to the agent inside the VM failed: {}",
+            out.trim()
+        );
+        Ok(())
+    }
+}
+
+/// A nonce file in each folder a VM mounts, removed when dropped.
+pub struct Nonces {
+    file: String,
+    planted: Vec<(PathBuf, String)>,
+}
+
+impl Nonces {
+    /// Writes `.sbx-mount-<id>` with a fresh random value into each mount (never over an
+    /// existing file or through a symlink).
+    pub fn plant(id: &str, mounts: &[VmMount]) -> std::io::Result<Nonces> {
+        use std::io::Write;
+        let mut n = Nonces {
+            file: format!(".sbx-mount-{id}"),
+            planted: Vec::new(),
+        };
+        for m in mounts {
+            let mut bytes = [0u8; 16];
+            std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+            let nonce = hex::encode(bytes);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(m.path.join(&n.file))?;
+            n.planted.push((m.path.clone(), nonce.clone()));
+            f.write_all(nonce.as_bytes())?;
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for Nonces {
+    fn drop(&mut self) {
+        for (p, _) in &self.planted {
+            let _ = std::fs::remove_file(p.join(&self.file));
+        }
+    }
+}
+
+/// Where a forwarded Docker socket goes: `<dir>/docker.sock` when that fits in a Unix socket
+/// address (104 bytes on macOS, 108 on Linux), else a fresh private folder (0700, random name)
+/// under the runtime or temporary folder, so a long HOME never breaks VM mode.
+pub fn socket_place(dir: &Path) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
+    let fits = |p: &Path| p.as_os_str().len() < crate::vm::UNIX_PATH_MAX;
+    let here = dir.join("docker.sock");
+    if fits(&here) {
+        return Ok((here, None));
+    }
+    let bases = ["XDG_RUNTIME_DIR", "TMPDIR"]
+        .iter()
+        .filter_map(std::env::var_os)
+        .map(PathBuf::from)
+        .chain([PathBuf::from("/tmp")])
+        .filter(|b| b.is_absolute() && b.is_dir());
+    for base in bases {
+        let Ok(t) = tempfile::Builder::new().prefix("sbx-").tempdir_in(&base) else {
+            continue;
+        };
+        let p = t.path().join("docker.sock");
+        if fits(&p) {
+            return Ok((p, Some(t)));
+        }
+    }
+    Err(crate::commands::hinted(
+        format!(
+            "no folder for the VM's Docker socket is short enough (`{}` is {} bytes; the limit is {})",
+            here.display(),
+            here.as_os_str().len(),
+            crate::vm::UNIX_PATH_MAX
+        ),
+        "set `TMPDIR` to a short folder of yours",
+    ))
+}
+
+/// Quotes a word for a POSIX shell.
+pub fn shell_word(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 /// Where sbx pins guests' SSH host keys.
@@ -40,13 +199,14 @@ pub fn known_hosts(cache: &Path) -> PathBuf {
     cache.join("known_hosts")
 }
 
-/// SSH into a Lima instance and forward its Docker socket to `socket`.
+/// SSH into a Lima instance and forward its Docker socket into `dir` (or a shorter private
+/// folder, see [`socket_place`]).
 pub async fn connect_instance(
     lima: &Lima,
     inst: &Instance,
     cache: &Path,
-    socket: &Path,
-) -> Result<Guest, SshError> {
+    dir: &Path,
+) -> anyhow::Result<Guest> {
     let target = Target {
         host: inst
             .ssh_address
@@ -59,46 +219,53 @@ pub async fn connect_instance(
         pin_name: inst.name.clone(),
         known_hosts: known_hosts(cache),
     };
-    connect(&target, socket).await
+    connect(&target, dir).await
 }
 
-/// SSH to a target (retrying while its sshd comes up) and forward its Docker socket.
-pub async fn connect(target: &Target, socket: &Path) -> Result<Guest, SshError> {
+/// SSH to a target (retrying while its sshd comes up) and forward its Docker socket into `dir`
+/// (or a shorter private folder, see [`socket_place`]).
+pub async fn connect(target: &Target, dir: &Path) -> anyhow::Result<Guest> {
+    let (socket, socket_dir) = socket_place(dir)?;
     let mut last = None;
     for _ in 0..30 {
         match Session::connect(target).await {
             Ok(ssh) => {
-                let forward = ssh.forward_unix(socket, GUEST_DOCKER_SOCKET)?;
+                let forward = ssh.forward_unix(&socket, GUEST_DOCKER_SOCKET)?;
                 return Ok(Guest {
                     ssh,
                     forward,
-                    socket: socket.to_owned(),
+                    socket,
+                    socket_dir,
                 });
             }
             Err(e @ SshError::Connect { .. }) => last = Some(e),
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Err(last.unwrap_or(SshError::Connect {
-        addr: format!("{}:{}", target.host, target.port),
-        source: "no answer".into(),
-    }))
+    Err(last
+        .unwrap_or(SshError::Connect {
+            addr: format!("{}:{}", target.host, target.port),
+            source: "no answer".into(),
+        })
+        .into())
 }
 
-/// Clones the golden VM for a session, boots it with only `mounts`, and connects.
+/// Clones the golden VM for a session, boots it with only `mounts`, connects, and waits for its
+/// Docker.
 pub async fn boot_session_vm(
     lima: &Lima,
+    golden: &str,
     name: &str,
     mounts: &[VmMount],
     cache: &Path,
-    socket: &Path,
+    dir: &Path,
 ) -> anyhow::Result<Guest> {
-    match lima.get(crate::vm::GOLDEN).await? {
+    match lima.get(golden).await? {
         Some(g) if g.status == "Stopped" => {}
         Some(g) => {
             return Err(VmError::Command {
-                command: format!("limactl clone {}", crate::vm::GOLDEN),
+                command: format!("limactl clone {golden}"),
                 message: format!("the golden VM is `{}`, not stopped", g.status),
             }
             .into());
@@ -106,15 +273,23 @@ pub async fn boot_session_vm(
         None => return Err(VmError::GoldenStale.into()),
     }
     ssh::forget(&known_hosts(cache), name);
-    lima.clone_instance(crate::vm::GOLDEN, name, mounts).await?;
+    lima.clone_instance(golden, name, mounts).await?;
     let inst = lima.start(name, Duration::from_secs(300)).await?;
-    Ok(connect_instance(lima, &inst, cache, socket).await?)
+    let guest = connect_instance(lima, &inst, cache, dir).await?;
+    guest.wait_for_docker(name, DOCKER_READY_LIMIT).await?;
+    Ok(guest)
 }
+
+/// How long sbx waits for a booted VM's Docker to answer.
+pub const DOCKER_READY_LIMIT: Duration = Duration::from_secs(120);
 
 /// What a session VM mounts: the session folder, what the checkouts borrow from the host
 /// repositories (read-only unless worktree mode). The agent's Claude configuration is a copy
 /// inside the session folder; the user's own `~/.claude` is never mounted.
-pub fn session_mounts(dir: &Path, checkouts: &[crate::worktree::Checkout]) -> Vec<VmMount> {
+pub fn session_mounts(
+    dir: &Path,
+    checkouts: &[crate::worktree::Checkout],
+) -> Result<Vec<VmMount>, VmError> {
     let mut out = vec![VmMount {
         path: dir.to_owned(),
         writable: true,
@@ -134,14 +309,10 @@ pub fn session_mounts(dir: &Path, checkouts: &[crate::worktree::Checkout]) -> Ve
             }
         }
     }
-    out
-}
-
-/// The golden VM's recorded fingerprint (`<cache>/vm/golden.json`).
-pub fn golden_state(vm_cache: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(vm_cache.join("golden.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v.get("fingerprint")?.as_str().map(str::to_owned)
+    for m in &out {
+        crate::vm::check_mount_path(&m.path)?;
+    }
+    Ok(out)
 }
 
 /// What the golden VM should be for these settings: its template and fingerprint.
@@ -155,14 +326,31 @@ pub fn golden_plan(settings: &crate::config::Settings) -> anyhow::Result<(String
     Ok((template, fp))
 }
 
-pub async fn golden_is_current(
+/// The golden VM for these settings, when it is ready to clone: made to the end by `sbx setup
+/// --vm` (which protects it last) and stopped.
+pub async fn current_golden(
     lima: &crate::vm::Lima,
-    vm_cache: &Path,
     settings: &crate::config::Settings,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Option<String>> {
     let (_, fp) = golden_plan(settings)?;
-    Ok(golden_state(vm_cache).as_deref() == Some(fp.as_str())
-        && lima.get(crate::vm::GOLDEN).await?.is_some())
+    let name = crate::vm::golden_name(&fp);
+    Ok(lima.get(&name).await?.filter(|i| i.protected).map(|_| name))
+}
+
+/// Notes that a golden VM was used now (`<cache>/used/<name>`), so `sbx setup --vm` keeps the
+/// ones in use.
+pub fn mark_used(vm_cache: &Path, golden: &str) {
+    let dir = vm_cache.join("used");
+    if crate::state::create_private_dir(&dir).is_ok() {
+        let _ = std::fs::write(dir.join(golden), b"");
+    }
+}
+
+/// When a golden VM was last used (or made), for pruning.
+pub fn last_used(vm_cache: &Path, golden: &str) -> Option<std::time::SystemTime> {
+    std::fs::metadata(vm_cache.join("used").join(golden))
+        .and_then(|m| m.modified())
+        .ok()
 }
 
 /// A remote host from `ssh://user@host[:port]`, with the user's own SSH key.

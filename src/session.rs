@@ -413,7 +413,11 @@ async fn start_and_exec(
 
     // Two things run in parallel: the engine side (connect, images, network, then the gate,
     // which needs nothing of the checkouts) and the checkouts.
-    let vm_mounts = crate::guest::session_mounts(dir, &planned);
+    let vm_mounts = if req.vm.is_some() {
+        crate::guest::session_mounts(dir, &planned)?
+    } else {
+        Vec::new()
+    };
     let engine_side = async {
         let began = Instant::now();
         let endpoint = guest_endpoint(ctx, req, id, dir, live, &vm_mounts).await?;
@@ -560,12 +564,17 @@ async fn start_and_exec(
         "HOME=/home/agent".to_owned(),
         "USER=agent".to_owned(),
         format!("SBX_SESSION={id}"),
-        // Forced over any repository config: the signing key stays on the host.
-        "GIT_CONFIG_COUNT=2".into(),
+        // Forced over any repository config: the signing key stays on the host. Every
+        // repository in here is the session's own, whatever owner a VM's file sharing reports
+        // for it (virtiofs shows whoever looks first), so git's ownership check only gets in
+        // the way.
+        "GIT_CONFIG_COUNT=3".into(),
         "GIT_CONFIG_KEY_0=commit.gpgsign".into(),
         "GIT_CONFIG_VALUE_0=false".into(),
         "GIT_CONFIG_KEY_1=tag.gpgsign".into(),
         "GIT_CONFIG_VALUE_1=false".into(),
+        "GIT_CONFIG_KEY_2=safe.directory".into(),
+        "GIT_CONFIG_VALUE_2=*".into(),
     ];
     if inputs.claude.is_some() {
         // Claude Code then keeps its `.claude.json` inside the mounted copy too.
@@ -860,29 +869,47 @@ async fn guest_endpoint(
     mounts: &[crate::vm::VmMount],
 ) -> anyhow::Result<String> {
     let vm_cache = ctx.dirs.cache.join("vm");
-    let socket = dir.join("docker.sock");
     if let Some(provider) = req.vm {
-        let lima = crate::vm::Lima::locate(&ctx.dirs.home, provider).await?;
+        let lima = crate::vm::Lima::locate(&ctx.dirs, provider).await?;
         let name = crate::vm::session_vm(id);
+        // Written before the VM exists, read inside it before anything runs there.
+        let nonces = crate::guest::Nonces::plant(id, mounts)?;
         let guest = if provider == crate::config::VmProvider::Colima {
             with(live, |l| l.vm = Some((lima.clone(), name.clone())));
             // Images are built inside on each boot (the session's image check does it).
             let inst = lima.colima_start(&name, &req.settings.vm, mounts).await?;
-            crate::guest::connect_instance(&lima, &inst, &vm_cache, &socket).await?
+            let guest = crate::guest::connect_instance(&lima, &inst, &vm_cache, dir).await?;
+            guest
+                .wait_for_docker(&name, crate::guest::DOCKER_READY_LIMIT)
+                .await?;
+            guest
         } else {
-            if !crate::guest::golden_is_current(&lima, &vm_cache, &req.settings).await? {
-                return Err(crate::vm::VmError::GoldenStale.into());
-            }
+            let golden = crate::guest::current_golden(&lima, &req.settings)
+                .await?
+                .ok_or(crate::vm::VmError::GoldenStale)?;
+            crate::guest::mark_used(&vm_cache, &golden);
             with(live, |l| l.vm = Some((lima.clone(), name.clone())));
-            crate::guest::boot_session_vm(&lima, &name, mounts, &vm_cache, &socket).await?
+            crate::guest::boot_session_vm(&lima, &golden, &name, mounts, &vm_cache, dir).await?
         };
+        let checked = async {
+            guest.prove_mounts(&name, &nonces).await?;
+            guest
+                .share_mounts(mounts, crate::hostids::agent_ids()?)
+                .await
+        }
+        .await;
+        drop(nonces);
+        if let Err(e) = checked {
+            guest.close();
+            return Err(e);
+        }
         let endpoint = guest.endpoint();
         with(live, |l| l.guest = Some(guest));
         return Ok(endpoint);
     }
     if req.endpoint.starts_with("ssh://") {
         let target = crate::guest::remote_target(&req.endpoint, &ctx.dirs.home, &vm_cache)?;
-        let guest = crate::guest::connect(&target, &socket).await?;
+        let guest = crate::guest::connect(&target, dir).await?;
         let endpoint = guest.endpoint();
         with(live, |l| l.guest = Some(guest));
         return Ok(endpoint);
@@ -936,7 +963,7 @@ async fn gc_session(
         } else {
             crate::config::VmProvider::Lima
         };
-        let lima = crate::vm::Lima::locate(&ctx.dirs.home, provider)
+        let lima = crate::vm::Lima::locate(&ctx.dirs, provider)
             .await
             .with_context(|| format!("it left the VM `{name}`, which sbx cannot reach"))?;
         lima.remove_session_vm(name).await?;
@@ -1003,11 +1030,10 @@ pub async fn gc(ctx: &Context, engine: Option<&Engine>) -> anyhow::Result<GcRepo
     }
     // Session VMs of this cache's sessions that are not alive (never the golden one, never a VM
     // another sbx installation sharing `LIMA_HOME` made).
-    if let Ok(lima) = crate::vm::Lima::locate(&ctx.dirs.home, crate::config::VmProvider::Lima).await
-    {
+    if let Ok(lima) = crate::vm::Lima::locate(&ctx.dirs, crate::config::VmProvider::Lima).await {
         for inst in lima.list_prefixed("sbx-").await.unwrap_or_default() {
             let id = inst.name.trim_start_matches("sbx-");
-            if inst.name != crate::vm::GOLDEN
+            if !crate::vm::is_golden(&inst.name)
                 && crate::state::valid_id(id)
                 && ctx.dirs.session(id).exists()
                 && !live_ids.iter().any(|l| l == id)

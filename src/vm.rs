@@ -17,23 +17,53 @@ pub use colima::*;
 
 pub const TEMPLATE: &str = include_str!("../lima-templates/sbx.yaml");
 pub const PROVISION_DOCKER: &str = include_str!("../provision/docker.sh");
-/// The golden instance every session VM is cloned from.
-pub const GOLDEN: &str = "sbx-golden";
-/// Lima versions before this lack `clone --start`, `--mount-only` and stable disk names.
-pub const MIN_LIMA: (u32, u32) = (2, 0);
-/// The socket path length limit: 104 on macOS, 108 on Linux; the check is strict.
-const UNIX_PATH_MAX: usize = if cfg!(target_os = "macos") { 104 } else { 108 };
+/// Golden VMs are named `sbx-g-<fingerprint prefix>`: one per set of settings, so projects with
+/// different images or VM sizes each keep theirs instead of rebuilding one back and forth.
+pub const GOLDEN_PREFIX: &str = "sbx-g-";
+/// The single golden VM of sbx before 0.2 (removed when found).
+pub const LEGACY_GOLDEN: &str = "sbx-golden";
+/// How many golden VMs `sbx setup --vm` keeps (the most recently used).
+pub const GOLDENS_KEPT: usize = 3;
+/// Before 2.2.0 a virtiofs mount whose path holds a space was skipped without an error (and
+/// every virtiofs mount is `nofail`); 2.0 brought `clone`'s `--mount-only`.
+pub const MIN_LIMA: (u32, u32) = (2, 2);
+/// The socket path length limit (`sun_path`): 104 on macOS, 108 on Linux, NUL included.
+pub const UNIX_PATH_MAX: usize = if cfg!(target_os = "macos") { 104 } else { 108 };
+/// The longest instance name sbx makes (`sbx-g-` and 12 hex digits; sessions' are shorter).
+const LONGEST_NAME: usize = 18;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
     #[error("`{program}` is not installed")]
     Missing { program: String },
-    #[error("Lima {found} is too old; sbx needs Lima 2.0 or newer")]
+    #[error("Lima {found} is too old; sbx needs Lima 2.2 or newer")]
     TooOld { found: String },
     #[error("VM mode cannot run as root (`limactl` refuses to)")]
     Root,
-    #[error("`LIMA_HOME` (`{home}`) is too long for the VM's Unix sockets")]
-    HomeTooLong { home: PathBuf },
+    #[error(
+        "sbx's Lima home `{home}` is too long for the VM's Unix sockets ({len} of {max} bytes)"
+    )]
+    HomeTooLong {
+        home: PathBuf,
+        len: usize,
+        max: usize,
+    },
+    #[error(
+        "sbx's Lima home `{home}` holds `_config/{file}`, which Lima would merge into every sbx VM"
+    )]
+    ForeignConfig { home: PathBuf, file: String },
+    #[error(
+        "VM mode cannot share `{path}`: Lima splits or misreads folder paths containing `{bad}`"
+    )]
+    UnsharablePath { path: PathBuf, bad: String },
+    #[error("Docker in the VM `{name}` did not answer within {secs} s")]
+    DockerNotReady { name: String, secs: u64 },
+    #[error("the VM `{name}` does not show the host's `{path}`: {why}")]
+    MountMissing {
+        name: String,
+        path: PathBuf,
+        why: String,
+    },
     #[error("the golden VM is missing or out of date")]
     GoldenStale,
     #[error("`{command}` failed: {message}")]
@@ -55,7 +85,21 @@ impl VmError {
             }
             VmError::Root => "run sbx as your own user".into(),
             VmError::HomeTooLong { .. } => {
-                "set `LIMA_HOME` to a short folder, such as `~/.lima`".into()
+                "set `SBX_LIMA_HOME` to a short folder of yours, such as `~/.sbx-lima`".into()
+            }
+            VmError::ForeignConfig { home, file } => format!(
+                "sbx's VMs take no settings from there: remove `{}`",
+                home.join("_config").join(file).display()
+            ),
+            VmError::UnsharablePath { .. } => {
+                "move or rename the folder, or run without `--vm`".into()
+            }
+            VmError::DockerNotReady { .. } => {
+                "try again; if it persists, rebuild the golden VM with `sbx setup --vm`".into()
+            }
+            VmError::MountMissing { .. } => {
+                "Lima skips a mount it cannot make without an error (`nofail`): check the folder exists and `limactl --version` is 2.2 or newer; `sbx gc` removes what is left"
+                    .into()
             }
             VmError::GoldenStale => "run `sbx setup --vm` (once, and after upgrading sbx)".into(),
             VmError::Boot { .. } => {
@@ -115,12 +159,56 @@ pub(crate) fn format_gib(g: f64) -> String {
     }
 }
 
-/// vz on macOS (fast, Apple's hypervisor), qemu elsewhere.
+/// The hypervisor for this host: vz (Apple's, fast) on macOS, except on Intel Macs before macOS
+/// 15.5, where vz cannot boot Linux 6.12 or newer (Debian 13's kernel): QEMU there, as elsewhere.
+pub fn vm_type_for(os: &str, arch: &str, macos: Option<(u32, u32)>) -> &'static str {
+    match (os, arch, macos) {
+        ("macos", "aarch64", _) => "vz",
+        ("macos", _, Some(v)) if v >= (15, 5) => "vz",
+        _ => "qemu",
+    }
+}
+
+/// [`vm_type_for`] this machine (asks `sw_vers` on macOS).
 pub fn default_vm_type() -> &'static str {
-    if cfg!(target_os = "macos") {
-        "vz"
+    let macos = if cfg!(target_os = "macos") && std::env::consts::ARCH != "aarch64" {
+        Cmd::new("sw_vers")
+            .arg("-productVersion")
+            .timeout(Duration::from_secs(10))
+            .output_blocking()
+            .ok()
+            .and_then(|o| parse_version(&o.stdout))
     } else {
-        "qemu"
+        None
+    };
+    vm_type_for(std::env::consts::OS, std::env::consts::ARCH, macos)
+}
+
+/// The golden VM for a fingerprint.
+pub fn golden_name(fingerprint: &str) -> String {
+    format!(
+        "{GOLDEN_PREFIX}{}",
+        &fingerprint[..12.min(fingerprint.len())]
+    )
+}
+
+pub fn is_golden(name: &str) -> bool {
+    name.starts_with(GOLDEN_PREFIX) || name == LEGACY_GOLDEN
+}
+
+/// Lima puts a mount's path into a yq expression between double quotes and splits
+/// `--mount-only` values at commas: paths with these characters cannot be shared faithfully.
+pub fn check_mount_path(path: &Path) -> Result<(), VmError> {
+    let text = path.to_string_lossy();
+    match text
+        .chars()
+        .find(|c| matches!(c, ',' | '"' | '\\') || c.is_control())
+    {
+        Some(c) => Err(VmError::UnsharablePath {
+            path: path.to_owned(),
+            bad: c.escape_default().to_string(),
+        }),
+        None => Ok(()),
     }
 }
 
@@ -159,6 +247,7 @@ pub fn create_args(name: &str, template: &Path) -> Vec<String> {
 }
 
 pub fn clone_args(golden: &str, name: &str, mounts: &[VmMount]) -> Vec<String> {
+    debug_assert!(mounts.iter().all(|m| check_mount_path(&m.path).is_ok()));
     let mut a = args(&["clone", golden, name]);
     if mounts.is_empty() {
         a.push("--mount-none".into());
@@ -243,30 +332,48 @@ pub struct Lima {
     pub home: PathBuf,
     /// Sessions run in Colima profiles instead of clones of the golden VM.
     pub colima: bool,
+    /// Where sbx pins the instances' SSH host keys (a pin goes with its instance).
+    pub pins: PathBuf,
 }
 
 impl Lima {
     /// Checks what VM mode needs before anything is made: not root, `limactl` present and
-    /// recent, a `LIMA_HOME` short enough for Unix sockets.
-    pub async fn locate(home_dir: &Path, provider: VmProvider) -> Result<Lima, VmError> {
+    /// recent, and a Lima home of sbx's own (`SBX_LIMA_HOME`, else `<cache>/lima`), so that a
+    /// user's `LIMA_HOME/_config/default.yaml` or `override.yaml` (mounts, VM type, provisioning,
+    /// port forwards, merged by Lima into every instance) never reaches a session VM; short
+    /// enough, symlinks resolved as Lima resolves them, for the instances' Unix sockets.
+    pub async fn locate(dirs: &crate::paths::Dirs, provider: VmProvider) -> Result<Lima, VmError> {
         if rustix::process::getuid().is_root() {
             return Err(VmError::Root);
         }
         if provider == VmProvider::Colima {
             Cmd::new("colima").arg("version").run().await?;
         }
-        let home = match (provider, std::env::var_os("LIMA_HOME")) {
-            (_, Some(h)) if !h.is_empty() => PathBuf::from(h),
-            (VmProvider::Colima, _) => std::env::var_os("COLIMA_HOME")
+        let home = match provider {
+            VmProvider::Colima => match std::env::var_os("LIMA_HOME") {
+                Some(h) if !h.is_empty() => PathBuf::from(h),
+                _ => std::env::var_os("COLIMA_HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| dirs.home.join(".colima"))
+                    .join("_lima"),
+            },
+            VmProvider::Lima => std::env::var_os("SBX_LIMA_HOME")
+                .filter(|h| !h.is_empty())
                 .map(PathBuf::from)
-                .unwrap_or_else(|| home_dir.join(".colima"))
-                .join("_lima"),
-            _ => home_dir.join(".lima"),
+                .unwrap_or_else(|| dirs.cache.join("lima")),
+        };
+        let home = if provider == VmProvider::Lima {
+            let home = own_home(&home)?;
+            check_home_length(&home)?;
+            home
+        } else {
+            home
         };
         let lima = Lima {
             program: "limactl".into(),
             home,
             colima: provider == VmProvider::Colima,
+            pins: dirs.cache.join("vm").join("known_hosts"),
         };
         let info = lima
             .cmd(&["info"])
@@ -288,12 +395,6 @@ impl Lima {
                     },
                 });
             }
-        }
-        // `<home>/<name>/ssh.sock.<16 characters>` must fit; sbx's names are at most 12.
-        if lima.home.as_os_str().len() + 1 + 12 + 1 + "ssh.sock.1234567890123456".len()
-            >= UNIX_PATH_MAX
-        {
-            return Err(VmError::HomeTooLong { home: lima.home });
         }
         Ok(lima)
     }
@@ -318,8 +419,17 @@ impl Lima {
             .output()
             .await?;
         if !out.ok() {
-            // A missing instance is "unmatched instances", exit 1.
-            return Ok(None);
+            // A missing instance is "unmatched instances", exit 1; anything else is a failure
+            // to report as such (not as a missing VM).
+            if out.stderr.contains("unmatched instances")
+                || out.stderr.contains("No instance matching")
+            {
+                return Ok(None);
+            }
+            return Err(VmError::Command {
+                command: format!("limactl list {name}"),
+                message: last_line(&out.stderr),
+            });
         }
         Ok(parse_list(&out.stdout)?
             .into_iter()
@@ -382,11 +492,33 @@ impl Lima {
             .map(|_| ())
     }
 
-    /// Deletes an instance (stopping it first); a missing one is fine.
+    /// Deletes an instance (stopping it first); a missing one is fine. A folder Lima calls
+    /// broken (no `lima.yaml`: a clone interrupted by Ctrl-C) is refused by `limactl delete`, so
+    /// sbx removes it itself, without following anything inside.
     pub async fn delete(&self, name: &str) -> Result<(), VmError> {
-        self.run(delete_args(name), Duration::from_secs(120))
+        let result = self
+            .run(delete_args(name), Duration::from_secs(120))
             .await
-            .map(|_| ())
+            .map(|_| ());
+        crate::ssh::forget(&self.pins, name);
+        let dir = self.home.join(name);
+        if result.is_err()
+            && is_instance_name(name)
+            && dir.is_dir()
+            && !dir.join("lima.yaml").exists()
+        {
+            let parent = crate::safefs::Dir::open(&self.home).map_err(|e| VmError::Command {
+                command: format!("opening `{}`", self.home.display()),
+                message: e.to_string(),
+            })?;
+            return parent
+                .remove_tree(name.as_ref())
+                .map_err(|e| VmError::Command {
+                    command: format!("removing `{}`", dir.display()),
+                    message: e.to_string(),
+                });
+        }
+        result
     }
 
     pub async fn protect(&self, name: &str, on: bool) -> Result<(), VmError> {
@@ -405,12 +537,57 @@ impl Lima {
 impl Lima {
     /// Deletes a session's VM, whichever provider made it (a missing one is fine).
     pub async fn remove_session_vm(&self, name: &str) -> Result<(), VmError> {
+        crate::ssh::forget(&self.pins, name);
         if self.colima {
             self.colima_delete(name).await
         } else {
             self.delete(name).await
         }
     }
+}
+
+/// A name sbx could have made (so a folder of that name in the Lima home is an instance's).
+fn is_instance_name(name: &str) -> bool {
+    name.starts_with("sbx-")
+        && name.len() <= LONGEST_NAME
+        && name[4..]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// Makes (0700) and resolves sbx's Lima home, and refuses one holding the files Lima would merge
+/// into every instance.
+fn own_home(home: &Path) -> Result<PathBuf, VmError> {
+    crate::state::create_private_dir(home).map_err(|e| VmError::Command {
+        command: format!("creating `{}`", home.display()),
+        message: e.to_string(),
+    })?;
+    let home = home.canonicalize().map_err(|e| VmError::Command {
+        command: format!("resolving `{}`", home.display()),
+        message: e.to_string(),
+    })?;
+    for file in ["default.yaml", "override.yaml"] {
+        if home.join("_config").join(file).exists() {
+            return Err(VmError::ForeignConfig {
+                home,
+                file: file.into(),
+            });
+        }
+    }
+    Ok(home)
+}
+
+/// Lima's own check: `<home>/<name>/ssh.sock.<16 characters>` must be shorter than the limit.
+fn check_home_length(home: &Path) -> Result<(), VmError> {
+    let len = home.as_os_str().len() + 1 + LONGEST_NAME + 1 + "ssh.sock.1234567890123456".len();
+    if len >= UNIX_PATH_MAX {
+        return Err(VmError::HomeTooLong {
+            home: home.to_owned(),
+            len,
+            max: UNIX_PATH_MAX,
+        });
+    }
+    Ok(())
 }
 
 /// The name of a session's VM.
@@ -441,7 +618,8 @@ mod tests {
         let t = render_template(&settings(), "qemu");
         assert!(t.contains("mounts: []"));
         assert!(t.contains("ignore: true"));
-        assert!(t.contains("minimumLimaVersion"));
+        assert!(t.contains("minimumLimaVersion: \"2.2.0\""));
+        assert_eq!(v_probe_count(&t), 1);
         assert!(!t.contains("{{"));
         let v: serde_json::Value = serde_saphyr::from_str(&t).unwrap();
         assert_eq!(v["vmType"], "qemu");
@@ -518,6 +696,8 @@ mod tests {
         assert_eq!(parse_version("2.1.0"), Some((2, 1)));
         assert_eq!(parse_version("v1.2.3-rc1"), Some((1, 2)));
         assert!(parse_version("1.2.0").unwrap() < MIN_LIMA);
+        assert!(parse_version("2.1.9").unwrap() < MIN_LIMA);
+        assert!(parse_version("2.2.0").unwrap() >= MIN_LIMA);
         assert_eq!(
             last_line("time=\"x\" level=fatal msg=\"instance \\\"sbx-x\\\" already exists\"\n"),
             "instance \"sbx-x\" already exists"
@@ -528,6 +708,44 @@ mod tests {
                 .unwrap()
                 .contains("sbx setup --vm")
         );
+    }
+
+    fn v_probe_count(t: &str) -> usize {
+        let v: serde_json::Value = serde_saphyr::from_str(t).unwrap();
+        let probes = v["probes"].as_array().unwrap();
+        assert!(probes[0]["script"].as_str().unwrap().starts_with("#!"));
+        probes.len()
+    }
+
+    #[test]
+    fn hypervisor_per_host() {
+        assert_eq!(vm_type_for("macos", "aarch64", None), "vz");
+        assert_eq!(vm_type_for("macos", "x86_64", Some((15, 5))), "vz");
+        assert_eq!(vm_type_for("macos", "x86_64", Some((26, 0))), "vz");
+        // Intel before 15.5: vz cannot boot Debian 13's kernel.
+        assert_eq!(vm_type_for("macos", "x86_64", Some((15, 4))), "qemu");
+        assert_eq!(vm_type_for("macos", "x86_64", None), "qemu");
+        assert_eq!(vm_type_for("linux", "x86_64", None), "qemu");
+    }
+
+    #[test]
+    fn names_and_paths() {
+        let g = golden_name("0123456789abcdef0123");
+        assert_eq!(g, "sbx-g-0123456789ab");
+        assert!(g.len() <= LONGEST_NAME && is_golden(&g) && is_golden(LEGACY_GOLDEN));
+        assert!(!is_golden(&session_vm("1a2b3c4d")));
+        assert!(is_instance_name("sbx-1a2b3c4d") && is_instance_name(&g));
+        assert!(!is_instance_name("../x") && !is_instance_name("sbx-../../x"));
+        assert!(check_mount_path(Path::new("/Users/a/My Code/app")).is_ok());
+        for bad in ["/a,b", "/a\"b", "/a\\b", "/a\nb"] {
+            assert!(check_mount_path(Path::new(bad)).is_err(), "{bad}");
+        }
+        assert!(check_home_length(Path::new("/Users/a/.cache/sbx/lima")).is_ok());
+        let long = PathBuf::from(format!("/Users/a/{}", "x".repeat(70)));
+        assert!(matches!(
+            check_home_length(&long),
+            Err(VmError::HomeTooLong { .. })
+        ));
     }
 
     #[test]

@@ -105,10 +105,13 @@ pub async fn run(
             hint: e.hint(),
         }),
     }
-    let vm = match crate::vm::Lima::locate(&ctx.dirs.home, settings.vm.provider).await {
+    let vm = match crate::vm::Lima::locate(&ctx.dirs, settings.vm.provider).await {
         Ok(lima) => {
-            let golden = crate::guest::golden_state(&ctx.dirs.cache.join("vm")).is_some()
-                && lima.get(crate::vm::GOLDEN).await.ok().flatten().is_some();
+            let golden = crate::guest::current_golden(&lima, &settings)
+                .await
+                .ok()
+                .flatten()
+                .is_some();
             Check {
                 name: "vm mode",
                 ok: true,

@@ -28,8 +28,9 @@ pub async fn run(
     Ok(0)
 }
 
-/// Prepares (or confirms) the golden VM: create, first boot, Docker inside, the images inside,
-/// stop and protect.
+/// Prepares (or confirms) the golden VM for these settings: create, first boot, Docker inside,
+/// the images inside, stop and protect (protection marks it complete). Golden VMs of other
+/// settings stay (a few, the most recently used), so projects do not rebuild one in turn.
 async fn golden(ctx: &Context, settings: &Settings) -> anyhow::Result<i32> {
     if settings.vm.provider == VmProvider::Colima {
         ctx.ui.info(
@@ -37,14 +38,14 @@ async fn golden(ctx: &Context, settings: &Settings) -> anyhow::Result<i32> {
         );
         return Ok(0);
     }
-    let lima = Lima::locate(&ctx.dirs.home, settings.vm.provider).await?;
+    let lima = Lima::locate(&ctx.dirs, settings.vm.provider).await?;
     let cache = ctx.dirs.cache.join("vm");
     crate::state::create_private_dir(&cache)?;
     let (template, fingerprint) = crate::guest::golden_plan(settings)?;
-    let existing = lima.get(vm::GOLDEN).await?;
-    if existing.is_some()
-        && crate::guest::golden_state(&cache).as_deref() == Some(fingerprint.as_str())
-    {
+    let name = vm::golden_name(&fingerprint);
+    let existing = lima.get(&name).await?;
+    if existing.as_ref().is_some_and(|i| i.protected) {
+        crate::guest::mark_used(&cache, &name);
         ctx.ui.info("the golden VM is up to date");
         return Ok(0);
     }
@@ -53,6 +54,7 @@ async fn golden(ctx: &Context, settings: &Settings) -> anyhow::Result<i32> {
         ctx,
         &lima,
         &cache,
+        &name,
         &template,
         settings,
         existing.is_some(),
@@ -61,27 +63,62 @@ async fn golden(ctx: &Context, settings: &Settings) -> anyhow::Result<i32> {
     .await;
     match result {
         Ok(()) => {
-            std::fs::write(
-                cache.join("golden.json"),
-                serde_json::json!({ "fingerprint": fingerprint }).to_string(),
-            )?;
+            crate::guest::mark_used(&cache, &name);
             bar.finish("ready");
+            prune_goldens(ctx, &lima, &cache, &name).await;
             Ok(0)
         }
         Err(e) => {
             bar.abandon();
             // Nothing half-made stays running.
-            let _ = lima.protect(vm::GOLDEN, false).await;
-            let _ = lima.delete(vm::GOLDEN).await;
+            let _ = lima.delete(&name).await;
             Err(e)
         }
     }
 }
 
+/// Removes golden VMs beyond the most recently used few, and the single golden VM of older sbx.
+async fn prune_goldens(ctx: &Context, lima: &Lima, cache: &std::path::Path, keep: &str) {
+    let Ok(all) = lima.list_prefixed("sbx-").await else {
+        return;
+    };
+    let mut goldens: Vec<_> = all
+        .into_iter()
+        .filter(|i| vm::is_golden(&i.name) && i.name != keep)
+        .map(|i| (crate::guest::last_used(cache, &i.name), i.name))
+        .collect();
+    goldens.sort();
+    // Oldest first: beyond the few kept (this one included), and any of older sbx, go.
+    let extra = goldens.len().saturating_sub(vm::GOLDENS_KEPT - 1);
+    let gone: Vec<String> = goldens
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (_, n))| *i < extra || n == vm::LEGACY_GOLDEN)
+        .map(|(_, (_, n))| n)
+        .collect();
+    for name in gone {
+        let removed = async {
+            lima.protect(&name, false).await?;
+            lima.delete(&name).await
+        }
+        .await;
+        match removed {
+            Ok(()) => ctx
+                .ui
+                .info(format!("removed the unused golden VM `{name}`")),
+            Err(e) => ctx
+                .ui
+                .warn(format!("could not remove the golden VM `{name}`: {e}")),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn build_golden(
     ctx: &Context,
     lima: &Lima,
     cache: &std::path::Path,
+    name: &str,
     template: &str,
     settings: &Settings,
     replace: bool,
@@ -90,24 +127,26 @@ async fn build_golden(
     const PHASES: u64 = 5;
     bar.phase(1, PHASES, "create");
     if replace {
-        lima.protect(vm::GOLDEN, false).await?;
-        lima.delete(vm::GOLDEN).await?;
+        // Left unfinished by an interrupted setup (it was never protected).
+        lima.delete(name).await?;
     }
     let file = cache.join("golden.yaml");
     std::fs::write(&file, template)?;
-    lima.create(vm::GOLDEN, &file).await?;
-    crate::ssh::forget(&crate::guest::known_hosts(cache), vm::GOLDEN);
+    lima.create(name, &file).await?;
+    crate::ssh::forget(&crate::guest::known_hosts(cache), name);
 
     bar.phase(2, PHASES, "first boot");
-    let inst = lima.start(vm::GOLDEN, Duration::from_secs(1800)).await?;
-    let socket = cache.join("golden-docker.sock");
-    let guest = crate::guest::connect_instance(lima, &inst, cache, &socket).await?;
+    let inst = lima.start(name, Duration::from_secs(1800)).await?;
+    let guest = crate::guest::connect_instance(lima, &inst, cache, cache).await?;
 
     bar.phase(3, PHASES, "provisioning Docker inside");
     let (code, out) = guest
         .ssh()
         .exec(
-            &format!("sudo sh -s -- {}", shell_word(&inst.config.user.name)),
+            &format!(
+                "sudo sh -s -- {}",
+                crate::guest::shell_word(&inst.config.user.name)
+            ),
             vm::PROVISION_DOCKER.as_bytes(),
         )
         .await?;
@@ -119,19 +158,17 @@ async fn build_golden(
     );
 
     bar.phase(4, PHASES, "building the sandbox image inside");
-    // A new login picks up the docker group membership provisioning added.
-    let guest = crate::guest::connect_instance(lima, &inst, cache, &socket).await?;
+    // A new login: the docker group membership provisioning added applies only from there.
+    let guest = crate::guest::connect_instance(lima, &inst, cache, cache).await?;
+    guest
+        .wait_for_docker(name, crate::guest::DOCKER_READY_LIMIT)
+        .await?;
     let engine = Engine::connect(&guest.endpoint()).await?;
     session::ensure_images(&ctx.ui, &engine, &crate::image::specs(settings)?).await?;
     guest.close();
 
     bar.phase(5, PHASES, "stopping");
-    lima.stop(vm::GOLDEN).await?;
-    lima.protect(vm::GOLDEN, true).await?;
+    lima.stop(name).await?;
+    lima.protect(name, true).await?;
     Ok(())
-}
-
-/// Quotes a word for a POSIX shell.
-fn shell_word(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
