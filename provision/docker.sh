@@ -19,9 +19,13 @@ apt_() {
     sleep 5
   done
 }
-if ! command -v dockerd >/dev/null 2>&1 || ! command -v bindfs >/dev/null 2>&1; then
+if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1 \
+  || ! command -v bindfs >/dev/null 2>&1; then
   apt_ update
-  apt_ install -y --no-install-recommends docker.io iptables ipset ca-certificates bindfs
+  # Debian 13 ships the docker CLI apart from the engine (`docker-cli`); Debian 12 inside it.
+  cli=
+  if apt-cache show docker-cli >/dev/null 2>&1; then cli=docker-cli; fi
+  apt_ install -y --no-install-recommends docker.io $cli iptables ipset ca-certificates bindfs
 fi
 getent group docker >/dev/null || groupadd docker
 usermod -aG docker "$user"

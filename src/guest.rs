@@ -97,13 +97,14 @@ impl Guest {
         (uid, gid): (u32, u32),
     ) -> anyhow::Result<()> {
         let mut script = String::from("set -e\n");
-        for m in mounts.iter().filter(|m| m.writable) {
+        // Paths are absolute (bindfs takes no `--`): none can read as an option.
+        for m in mounts.iter().filter(|m| m.writable && m.path.is_absolute()) {
             let p = shell_word(&m.path.to_string_lossy());
             script.push_str(&format!(
                 "if [ \"$(sudo -n stat -c %u:%g -- {p})\" != {uid}:{gid} ]; then \
                  command -v bindfs >/dev/null || {{ echo 'bindfs is missing: run sbx setup --vm' >&2; exit 3; }}; \
                  sudo -n bindfs -o allow_other,nonempty --force-user={uid} --force-group={gid} \
-                 --create-for-user={uid} --create-for-group={gid} -- {p} {p}; fi\n"
+                 --create-for-user={uid} --create-for-group={gid} {p} {p}; fi\n"
             ));
         }
         let (code, out) = self.ssh.exec("sh -s", script.as_bytes()).await?;

@@ -564,17 +564,12 @@ async fn start_and_exec(
         "HOME=/home/agent".to_owned(),
         "USER=agent".to_owned(),
         format!("SBX_SESSION={id}"),
-        // Forced over any repository config: the signing key stays on the host. Every
-        // repository in here is the session's own, whatever owner a VM's file sharing reports
-        // for it (virtiofs shows whoever looks first), so git's ownership check only gets in
-        // the way.
-        "GIT_CONFIG_COUNT=3".into(),
+        // Forced over any repository config: the signing key stays on the host.
+        "GIT_CONFIG_COUNT=2".into(),
         "GIT_CONFIG_KEY_0=commit.gpgsign".into(),
         "GIT_CONFIG_VALUE_0=false".into(),
         "GIT_CONFIG_KEY_1=tag.gpgsign".into(),
         "GIT_CONFIG_VALUE_1=false".into(),
-        "GIT_CONFIG_KEY_2=safe.directory".into(),
-        "GIT_CONFIG_VALUE_2=*".into(),
     ];
     if inputs.claude.is_some() {
         // Claude Code then keeps its `.claude.json` inside the mounted copy too.

@@ -14,7 +14,8 @@ fn support() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support")
 }
 
-/// A short `LIMA_HOME` (Unix socket paths are limited), owned by the test user.
+/// A short Lima home for sbx (`SBX_LIMA_HOME`; Unix socket paths are limited), owned by the
+/// test user.
 fn lima_home() -> tempfile::TempDir {
     let d = tempfile::Builder::new()
         .prefix("sbxl")
@@ -28,14 +29,23 @@ fn lima_home() -> tempfile::TempDir {
     d
 }
 
-/// The stand-in guest's image (Debian, sshd, Docker Engine).
-fn build_guest_image() {
+/// The stand-in guests: `sbxtest-guest-bare` is a fresh cloud image as far as sbx can tell (no
+/// Docker, the login user made at boot and not in the `docker` group); `sbxtest-guest` has
+/// Docker installed, as a remote Docker host or Colima's image does.
+fn build_guest_images() {
+    docker_ok(&[
+        "build",
+        "-q",
+        "-t",
+        "sbxtest-guest-bare:latest",
+        support().join("guest").to_str().unwrap(),
+    ]);
     docker_ok(&[
         "build",
         "-q",
         "-t",
         "sbxtest-guest:latest",
-        support().join("guest").to_str().unwrap(),
+        support().join("guest-docker").to_str().unwrap(),
     ]);
 }
 
@@ -45,7 +55,7 @@ fn small_agent_image(env: &Env) -> PathBuf {
     std::fs::create_dir_all(&df).unwrap();
     std::fs::write(
         df.join("Dockerfile"),
-        "FROM debian:trixie-slim\nARG AGENT_UID\nARG AGENT_GID\n",
+        "FROM debian:trixie-slim\nARG AGENT_UID\nARG AGENT_GID\nRUN apt-get update -qq && apt-get install -y -qq --no-install-recommends git >/dev/null && rm -rf /var/lib/apt/lists/*\n",
     )
     .unwrap();
     df
@@ -68,7 +78,26 @@ impl Drop for Cleanup {
         for n in names.lines() {
             let _ = docker(&["rm", "-f", n]);
         }
+        let disks = docker_ok(&[
+            "images",
+            "limatest-disk",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+        ]);
+        for d in disks.lines().filter(|d| d.contains(&self.prefix)) {
+            let _ = docker(&["rmi", "-f", d]);
+        }
     }
+}
+
+/// The instance folders in a Lima home.
+fn instances(home: &Path) -> Vec<String> {
+    std::fs::read_dir(home)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("sbx-"))
+        .collect()
 }
 
 #[test]
@@ -81,13 +110,31 @@ fn a_vm_session_runs_in_a_guest_over_ssh_and_leaves_nothing_but_kept_work() {
         return;
     }
     ensure_images();
-    build_guest_image();
+    build_guest_images();
 
     let env = Env::new();
     let _g = SessionGuard { env: &env };
-    let repo = env.repo("app");
+    // A folder with a space (Lima before 2.2 skipped such mounts without an error).
+    let repo = env.repo("my project/app");
     let df = small_agent_image(&env);
     let lima = lima_home();
+    // The user's own Lima home, whose settings Lima merges into every instance made there:
+    // sbx's VMs must not see its mount of a private folder.
+    let user_lima = env.home().join(".lima");
+    let private = env.home().join("private");
+    std::fs::create_dir_all(user_lima.join("_config")).unwrap();
+    std::fs::create_dir_all(&private).unwrap();
+    std::fs::write(
+        user_lima.join("_config/default.yaml"),
+        format!(
+            "mounts:\n  - location: \"{}\"\n    writable: true\n",
+            private.display()
+        ),
+    )
+    .unwrap();
+    // A cache folder so deep that `<session>/docker.sock` cannot be a Unix socket address.
+    let cache = env.home().join("c".repeat(64));
+    let sessions = cache.join("sbx/sessions");
     let prefix = format!("limatest-{}", std::process::id());
     let _c = Cleanup {
         prefix: prefix.clone(),
@@ -99,8 +146,15 @@ fn a_vm_session_runs_in_a_guest_over_ssh_and_leaves_nothing_but_kept_work() {
     );
     let vars: Vec<(&str, String)> = vec![
         ("PATH", path),
-        ("LIMA_HOME", lima.path().display().to_string()),
-        ("LIMATEST_GUEST_IMAGE", "sbxtest-guest:latest".into()),
+        ("SBX_LIMA_HOME", lima.path().display().to_string()),
+        ("LIMA_HOME", user_lima.display().to_string()),
+        ("XDG_CACHE_HOME", cache.display().to_string()),
+        ("LIMATEST_GUEST_IMAGE", "sbxtest-guest-bare:latest".into()),
+        // The Lima user's uid is the host user's on a real Mac (501): not the 1000 the
+        // agent runs as here.
+        ("LIMATEST_UID", "1042".into()),
+        // unattended-upgrades holding apt's lock at first boot.
+        ("LIMATEST_APT_BUSY", "15".into()),
         (
             "LIMATEST_LOAD_IMAGES",
             "sbx-gate:latest sbxtest-vm-agent:latest".into(),
@@ -132,6 +186,8 @@ fn a_vm_session_runs_in_a_guest_over_ssh_and_leaves_nothing_but_kept_work() {
         )
         .unwrap();
     assert_ok(&o);
+    // The real provisioning path: the guest has no Docker until it runs, apt is busy at first,
+    // and the docker group applies from the next login.
     let o = env
         .run_as_user_with(env.home(), &["setup", "--vm"], &vars, None)
         .unwrap();
@@ -141,13 +197,23 @@ fn a_vm_session_runs_in_a_guest_over_ssh_and_leaves_nothing_but_kept_work() {
         .unwrap();
     assert_ok(&o);
     assert!(stderr(&o).contains("up to date"), "{}", stderr(&o));
+    let goldens = instances(lima.path());
+    assert_eq!(goldens.len(), 1, "{goldens:?}");
+    assert!(goldens[0].starts_with("sbx-g-"), "{goldens:?}");
+    assert!(
+        !user_lima.join("calls.log").exists(),
+        "sbx used the user's own LIMA_HOME"
+    );
 
     // Probes stay on the guest: its session network's gateway, and a name that is not allowed.
+    // The checkout is the agent's to write and to use with git, whoever the guest says owns it.
     let script = r#"printenv GH_TOKEN
 gw=$(awk '$2 == "00000000" { print $3; exit }' /proc/net/route)
 ip=$(printf '%d.%d.%d.%d' 0x${gw:6:2} 0x${gw:4:2} 0x${gw:2:2} 0x${gw:0:2})
 (exec 3<>/dev/tcp/$ip/80) 2>/dev/null && echo escaped || echo blocked
 getent hosts example.com >/dev/null && echo resolved || echo nxdomain
+[ "$(stat -c %u /workspace/app)" = "$(id -u)" ] && echo owned || echo "owner $(stat -c %u:%g /workspace/app)"
+echo change >> /workspace/app/README.md && git -C /workspace/app commit -qam inside && echo committed
 echo wip > /workspace/app/wip.txt
 echo '{"oauthAccount":{"emailAddress":"vm@example.com"},"inside":true}' > "$CLAUDE_CONFIG_DIR/.claude.json"
 exit 7"#;
@@ -163,12 +229,19 @@ exit 7"#;
     assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
     assert_eq!(
         stdout(&o),
-        format!("{token}\nblocked\nnxdomain\n"),
+        format!("{token}\nblocked\nnxdomain\nowned\ncommitted\n"),
         "{}",
         stderr(&o)
     );
-    let id = session_ids(&env).into_iter().next().unwrap();
-    // The login state Claude wrote in the guest came back, and nothing else of the file.
+    let id = std::fs::read_dir(&sessions)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .next()
+        .unwrap();
+    // The commit came back; the login state Claude wrote in the guest came back, and nothing
+    // else of the file.
+    assert!(git(&repo, &["branch", "--list", &format!("sbx/{id}")]).contains(&id));
     let global = std::fs::read_to_string(env.home().join(".claude.json")).unwrap();
     assert!(
         global.contains("vm@example.com") && !global.contains("inside"),
@@ -185,9 +258,10 @@ exit 7"#;
             .is_some_and(|r| r.keys().any(|k| k.ends_with(":80/tcp"))),
         "{v}"
     );
-    // The session VM is gone; the golden one stays.
+    // The session VM is gone, and its host-key pin; the golden one stays.
     assert!(!lima.path().join(format!("sbx-{id}")).exists());
-    assert!(lima.path().join("sbx-golden/protected").exists());
+    assert!(!cache.join(format!("sbx/vm/known_hosts/sbx-{id}")).exists());
+    assert!(lima.path().join(&goldens[0]).join("protected").exists());
     let left = docker_ok(&[
         "ps",
         "-a",
@@ -197,21 +271,23 @@ exit 7"#;
         "{{.Names}}",
     ]);
     assert_eq!(left, "", "the stand-in guest is still there");
-    // The dirty checkout is kept.
-    assert!(
-        env.sessions().join(&id).join("repos/app/wip.txt").exists(),
-        "{}",
-        stderr(&o)
-    );
+    // The dirty checkout is kept, and nothing was left in the host's folders.
+    let kept = sessions.join(&id).join("repos/app");
+    assert!(kept.join("wip.txt").exists(), "{}", stderr(&o));
+    let stray: Vec<_> = std::fs::read_dir(repo.join(".git/objects"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".sbx-mount"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
     // The token never went through limactl's command lines or the session's files.
     let calls = std::fs::read_to_string(lima.path().join("calls.log")).unwrap();
     assert!(
-        calls.contains(&format!("clone sbx-golden sbx-{id}")) && calls.contains("--mount-only"),
+        calls.contains(&format!("clone {} sbx-{id}", goldens[0])) && calls.contains("--mount-only"),
         "{calls}"
     );
     assert!(!calls.contains(token));
-    let session_dir = env.sessions().join(&id);
-    let mut todo = vec![session_dir];
+    let mut todo = vec![sessions.join(&id)];
     while let Some(d) = todo.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             let p = e.path();
@@ -227,6 +303,51 @@ exit 7"#;
         }
     }
 
+    // A mount Lima skipped without an error (`nofail`): the session stops before its command,
+    // saying which folder, and leaves no VM.
+    let mut skip = vars.clone();
+    skip.push(("LIMATEST_SKIP_MOUNT", "/sbx/sessions/"));
+    let o = env
+        .run_as_user_with(&repo, &["run", "--vm", "--", "echo", "ran"], &skip, None)
+        .unwrap();
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("ran"));
+    assert!(
+        stderr(&o).contains("does not show the host's") && stderr(&o).contains("nofail"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(instances(lima.path()), goldens);
+
+    // Ctrl-C while the clone is being made: Lima calls the half-made folder broken and will not
+    // delete it; sbx removes it.
+    let mut slow = vars.clone();
+    slow.push(("LIMATEST_CLONE_DELAY", "30"));
+    let mut c = env
+        .user_command(&repo, &["run", "--vm", "--", "true"])
+        .unwrap();
+    c.envs(slow.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    assert!(wait_until(std::time::Duration::from_secs(60), || {
+        instances(lima.path()).len() > goldens.len()
+    }));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    send_signal(child.id(), 2);
+    let o = child.wait_with_output().unwrap();
+    assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(instances(lima.path()), goldens, "{}", stderr(&o));
+
+    // A folder whose path Lima would split (a comma) is refused before anything is made.
+    let odd = env.repo("a,b");
+    let o = env
+        .run_as_user_with(&odd, &["run", "--vm", "--", "true"], &vars, None)
+        .unwrap();
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot share"), "{}", stderr(&o));
+    assert_eq!(instances(lima.path()), goldens);
+
     // The golden VM, once protected, comes down with the test.
     let double = support().join("limactl");
     for sub in ["unprotect", "delete"] {
@@ -235,7 +356,7 @@ exit 7"#;
             .arg(&double)
             .args(["--tty=false", sub])
             .args(if sub == "delete" { vec!["-f"] } else { vec![] })
-            .arg("sbx-golden")
+            .arg(&goldens[0])
             .env("LIMA_HOME", lima.path())
             .env("LIMATEST_PREFIX", &prefix);
         let _ = c.output();
@@ -284,101 +405,129 @@ fn a_missing_or_old_limactl_is_a_clear_error() {
     let env = Env::new();
     let repo = env.repo("app");
     let lima = lima_home();
+    let home = lima.path().to_str().unwrap();
+    let run = |vars: &[(&str, &str)]| {
+        let o = env
+            .run_as_user_with(&repo, &["run", "--vm", "--", "true"], vars, None)
+            .unwrap();
+        assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+        stderr(&o)
+    };
     // No limactl on PATH at all.
-    let o = env
-        .run_as_user_with(
-            &repo,
-            &["run", "--vm", "--", "true"],
-            &[
-                ("PATH", "/usr/bin:/bin"),
-                ("LIMA_HOME", lima.path().to_str().unwrap()),
-            ],
-            None,
-        )
-        .unwrap();
-    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    let e = run(&[("PATH", "/usr/bin:/bin"), ("SBX_LIMA_HOME", home)]);
     assert!(
-        stderr(&o).contains("`limactl` is not installed")
-            && stderr(&o).contains("brew install lima"),
-        "{}",
-        stderr(&o)
+        e.contains("`limactl` is not installed") && e.contains("brew install lima"),
+        "{e}"
     );
-    // An old Lima.
+    // An old Lima: 2.1 skipped mounts whose path holds a space without an error.
     let path = format!("{}:/usr/bin:/bin", support().display());
-    let o = env
-        .run_as_user_with(
-            &repo,
-            &["run", "--vm", "--", "true"],
-            &[
-                ("PATH", &path),
-                ("LIMA_HOME", lima.path().to_str().unwrap()),
-                ("LIMATEST_VERSION", "1.2.0"),
-            ],
-            None,
-        )
-        .unwrap();
-    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    let e = run(&[
+        ("PATH", &path),
+        ("SBX_LIMA_HOME", home),
+        ("LIMATEST_VERSION", "2.1.0"),
+    ]);
     assert!(
-        stderr(&o).contains("Lima 1.2.0 is too old"),
-        "{}",
-        stderr(&o)
+        e.contains("Lima 2.1.0 is too old") && e.contains("2.2"),
+        "{e}"
     );
-    // A `LIMA_HOME` too long for the instances' Unix sockets.
+    // A Lima home too long for the instances' Unix sockets, also when reached by a short link
+    // (Lima resolves it).
     let long = lima.path().join("x".repeat(80));
-    let o = env
-        .run_as_user_with(
-            &repo,
-            &["run", "--vm", "--", "true"],
-            &[("PATH", &path), ("LIMA_HOME", long.to_str().unwrap())],
-            None,
-        )
+    let e = run(&[("PATH", &path), ("SBX_LIMA_HOME", long.to_str().unwrap())]);
+    assert!(e.contains("too long") && e.contains("hint:"), "{e}");
+    let link = lima.path().join("l");
+    std::os::unix::fs::symlink(&long, &link).unwrap();
+    let e = run(&[("PATH", &path), ("SBX_LIMA_HOME", link.to_str().unwrap())]);
+    assert!(e.contains("too long"), "{e}");
+    // Settings Lima would merge into every instance, found in sbx's own Lima home.
+    let cfg = lima.path().join("own");
+    std::fs::create_dir_all(cfg.join("_config")).unwrap();
+    std::fs::write(cfg.join("_config/override.yaml"), "mounts: []\n").unwrap();
+    std::process::Command::new("chown")
+        .args(["-R", "1000:1000"])
+        .arg(&cfg)
+        .status()
         .unwrap();
-    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    let e = run(&[("PATH", &path), ("SBX_LIMA_HOME", cfg.to_str().unwrap())]);
+    assert!(e.contains("override.yaml") && e.contains("remove"), "{e}");
+    // `limactl list` failing is reported as that, not as a missing golden VM.
+    let e = run(&[
+        ("PATH", &path),
+        ("SBX_LIMA_HOME", home),
+        ("LIMATEST_LIST_FAIL", "host agent unreachable"),
+    ]);
     assert!(
-        stderr(&o).contains("too long") && stderr(&o).contains("hint:"),
-        "{}",
-        stderr(&o)
+        e.contains("host agent unreachable") && !e.contains("sbx setup --vm"),
+        "{e}"
     );
     // No golden VM yet.
-    let o = env
-        .run_as_user_with(
-            &repo,
-            &["run", "--vm", "--", "true"],
-            &[
-                ("PATH", &path),
-                ("LIMA_HOME", lima.path().to_str().unwrap()),
-            ],
-            None,
-        )
-        .unwrap();
-    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
-    assert!(stderr(&o).contains("sbx setup --vm"), "{}", stderr(&o));
+    let e = run(&[("PATH", &path), ("SBX_LIMA_HOME", home)]);
+    assert!(e.contains("sbx setup --vm"), "{e}");
 }
 
 #[test]
 fn macos_real_lima_vm_session() {
+    // On a Mac with Lima 2.2+: `SBX_TEST_REQUIRE_VM=1 cargo test --test vm macos_` (see README).
+    let skip = |why: &str| {
+        assert!(
+            std::env::var_os("SBX_TEST_REQUIRE_VM").is_none(),
+            "SBX_TEST_REQUIRE_VM is set, but: {why}"
+        );
+        eprintln!("skipping: {why}");
+    };
     if !cfg!(target_os = "macos") {
-        eprintln!("skipping: boots a real Lima VM, which needs macOS");
-        return;
+        return skip("boots a real Lima VM, which needs macOS");
     }
     if std::process::Command::new("limactl")
         .arg("--version")
         .output()
         .is_err()
     {
-        eprintln!("skipping: limactl is not installed");
-        return;
+        return skip("limactl is not installed");
     }
     let env = Env::new();
-    let repo = env.repo("app");
-    let o = env.run(env.home(), &["setup", "--vm"]);
+    // The test's HOME is under `TMPDIR` (long on macOS): sbx's Lima home must be short, and the
+    // sockets sbx forwards find a short place themselves.
+    let lima = tempfile::Builder::new()
+        .prefix("sbxl")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let lima_home = lima.path().to_str().unwrap();
+    let repo = env.repo("my project/app");
+    let o = env
+        .sbx()
+        .env("SBX_LIMA_HOME", lima_home)
+        .current_dir(env.home())
+        .args(["setup", "--vm"])
+        .output()
+        .unwrap();
     assert_ok(&o);
-    let o = env.run(
-        &repo,
-        &["run", "--vm", "--", "sh", "-c", "uname -s; exit 3"],
-    );
+    let script = "uname -s; echo hi > /workspace/app/new.txt && git -C /workspace/app status --porcelain; exit 3";
+    let o = env
+        .sbx()
+        .env("SBX_LIMA_HOME", lima_home)
+        .current_dir(&repo)
+        .args(["run", "--vm", "--", "sh", "-c", script])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
-    assert_eq!(stdout(&o), "Linux\n");
+    assert_eq!(stdout(&o), "Linux\n?? new.txt\n");
+    let golden: Vec<_> = std::fs::read_dir(lima.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().starts_with("sbx-g-"))
+        .collect();
+    for g in golden {
+        for sub in [&["unprotect"][..], &["delete", "-f"][..]] {
+            let _ = std::process::Command::new("limactl")
+                .env("LIMA_HOME", lima.path())
+                .arg("--tty=false")
+                .args(sub)
+                .arg(&g)
+                .output();
+        }
+    }
 }
 
 #[test]
@@ -391,7 +540,7 @@ fn docker_host_over_ssh_drives_a_remote_engine() {
         return;
     }
     ensure_images();
-    build_guest_image();
+    build_guest_images();
     let env = Env::new();
     let repo = env.repo("app");
     let df = small_agent_image(&env);

@@ -31,7 +31,9 @@ time.sleep(float(sys.argv[1]))' "$LIMATEST_APT_BUSY" &
 fi
 (
   while :; do
-    if [ -x /usr/sbin/dockerd ]; then
+    # As systemd would: once the packages are installed and configured (the `docker` group made).
+    if [ -x /usr/sbin/dockerd ] && [ -x /usr/bin/docker ] && getent group docker >/dev/null \
+      && ! pgrep -x 'dpkg|apt-get|apt' >/dev/null; then
       export DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE=1
       if [ -r /limatest-images.tar ]; then
         dockerd --storage-driver=vfs -H unix:///run/limatest-load.sock -p /run/limatest-load.pid \
