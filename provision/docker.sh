@@ -1,6 +1,6 @@
 #!/bin/sh
 # Runs as root in sbx's golden VM (over SSH, once per `sbx setup --vm`): installs Docker Engine
-# and bindfs (sbx shows the host's folders to the agent under its own uid with it), and lets the
+# and bindfs (sbx shows the host's folders to the agent under the agent's ids with it), and lets the
 # login user reach Docker's socket (from its next login). sbx builds its images against that
 # engine next. A fresh cloud image may be running apt itself (apt-daily, unattended-upgrades):
 # every apt step waits for the lock and retries, within a bound.
@@ -27,6 +27,8 @@ if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1 \
   if apt-cache show docker-cli >/dev/null 2>&1; then cli=docker-cli; fi
   apt_ install -y --no-install-recommends docker.io $cli iptables ipset ca-certificates bindfs
 fi
+# sbx's bindfs layer runs as the agent's ids, not root, and Docker (root) must see through it.
+grep -qs '^user_allow_other' /etc/fuse.conf || echo user_allow_other >> /etc/fuse.conf
 getent group docker >/dev/null || groupadd docker
 usermod -aG docker "$user"
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then

@@ -162,6 +162,10 @@ pub struct BenchArgs {
     /// The figures as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Measure VM sessions (`sbx run --vm`) instead: their phases, from the clone of the golden
+    /// VM to its deletion (after `sbx setup --vm`).
+    #[arg(long)]
+    pub vm: bool,
 }
 
 #[derive(Debug, Args)]

@@ -60,13 +60,20 @@ impl Guest {
 
     /// Proves that the guest shows each mount as the host's folder: it must read back the
     /// nonce written there on the host. Lima mounts with `nofail`, so a mount it could not make
-    /// is silently an empty folder that Docker would then bind.
-    pub async fn prove_mounts(&self, name: &str, nonces: &Nonces) -> anyhow::Result<()> {
+    /// is silently an empty folder that Docker would then bind. Read as the agent's ids (what
+    /// the agent will see), not as root.
+    pub async fn prove_mounts(
+        &self,
+        name: &str,
+        nonces: &Nonces,
+        (uid, gid): (u32, u32),
+    ) -> anyhow::Result<()> {
         let mut script = String::new();
         for (path, nonce) in &nonces.planted {
             let file = path.join(&nonces.file);
             script.push_str(&format!(
-                "[ \"$(sudo -n cat -- {} 2>/dev/null)\" = {} ] || printf 'missing %s\\n' {}\n",
+                "[ \"$(sudo -n setpriv --reuid={uid} --regid={gid} --clear-groups cat -- {} 2>/dev/null)\" = {} ] \
+                 || printf 'missing %s\\n' {}\n",
                 shell_word(&file.to_string_lossy()),
                 shell_word(nonce),
                 shell_word(&path.to_string_lossy()),
@@ -88,23 +95,29 @@ impl Guest {
     }
 
     /// Shows each writable mount to the containers as owned by the agent's ids, whatever owner
-    /// the guest's file sharing reports (virtiofs on a Mac reports whoever looked first: Docker,
-    /// as root), so the agent can write its checkouts. A bindfs layer over the same path does it
-    /// where the owner differs; what is created through it belongs to those ids on the host.
+    /// the guest's file sharing reports: Apple's virtiofs reports whoever asks, and the kernel
+    /// keeps what the first caller saw for a while, so a folder Docker (root) bound first can
+    /// look like `root:root 0755` to the agent, which then cannot write its own checkout and git
+    /// calls it dubious. A bindfs layer over the same path, run as the agent's ids (never as
+    /// root: it handles paths the agent controls), reports those ids for everything below.
     pub async fn share_mounts(
         &self,
         mounts: &[VmMount],
         (uid, gid): (u32, u32),
     ) -> anyhow::Result<()> {
-        let mut script = String::from("set -e\n");
+        // fusermount needs an account for the ids (the Lima user has the host user's, which
+        // are the agent's, on a Mac; not necessarily elsewhere).
+        let mut script = format!(
+            "set -e\ncommand -v bindfs >/dev/null || {{ echo 'bindfs is missing: run `sbx setup --vm`' >&2; exit 3; }}\n\
+             getent group {gid} >/dev/null || sudo -n groupadd -g {gid} sbx-agent\n\
+             getent passwd {uid} >/dev/null || sudo -n useradd -M -N -u {uid} -g {gid} -s /usr/sbin/nologin sbx-agent\n"
+        );
         // Paths are absolute (bindfs takes no `--`): none can read as an option.
         for m in mounts.iter().filter(|m| m.writable && m.path.is_absolute()) {
             let p = shell_word(&m.path.to_string_lossy());
             script.push_str(&format!(
-                "if [ \"$(sudo -n stat -c %u:%g -- {p})\" != {uid}:{gid} ]; then \
-                 command -v bindfs >/dev/null || {{ echo 'bindfs is missing: run sbx setup --vm' >&2; exit 3; }}; \
-                 sudo -n bindfs -o allow_other,nonempty --force-user={uid} --force-group={gid} \
-                 --create-for-user={uid} --create-for-group={gid} {p} {p}; fi\n"
+                "sudo -n setpriv --reuid={uid} --regid={gid} --clear-groups \
+                 bindfs -o allow_other --force-user={uid} --force-group={gid} {p} {p}\n"
             ));
         }
         let (code, out) = self.ssh.exec("sh -s", script.as_bytes()).await?;
@@ -253,7 +266,7 @@ pub async fn connect(target: &Target, dir: &Path) -> anyhow::Result<Guest> {
 }
 
 /// Clones the golden VM for a session, boots it with only `mounts`, connects, and waits for its
-/// Docker.
+/// Docker; `phase` hears when each step began (`vm clone`, `vm boot`, `vm connect`, `vm docker`).
 pub async fn boot_session_vm(
     lima: &Lima,
     golden: &str,
@@ -261,7 +274,10 @@ pub async fn boot_session_vm(
     mounts: &[VmMount],
     cache: &Path,
     dir: &Path,
+    phase: &mut (dyn FnMut(&'static str, std::time::Instant) + Send),
 ) -> anyhow::Result<Guest> {
+    use std::time::Instant;
+    let began = Instant::now();
     match lima.get(golden).await? {
         Some(g) if g.status == "Stopped" => {}
         Some(g) => {
@@ -275,9 +291,16 @@ pub async fn boot_session_vm(
     }
     ssh::forget(&known_hosts(cache), name);
     lima.clone_instance(golden, name, mounts).await?;
+    phase("vm clone", began);
+    let began = Instant::now();
     let inst = lima.start(name, Duration::from_secs(300)).await?;
+    phase("vm boot", began);
+    let began = Instant::now();
     let guest = connect_instance(lima, &inst, cache, dir).await?;
+    phase("vm connect", began);
+    let began = Instant::now();
     guest.wait_for_docker(name, DOCKER_READY_LIMIT).await?;
+    phase("vm docker", began);
     Ok(guest)
 }
 

@@ -258,6 +258,8 @@ pub async fn run(ctx: &Context, req: RunRequest) -> anyhow::Result<RunOutcome> {
         }
     };
     timings.record("teardown", began);
+    // Phases teardown measured itself (the VM's deletion).
+    with(&live, |l| timings.phases.append(&mut l.timings));
     finish_claude(ctx, &dir, &record);
     record.outcomes = outcomes;
     record.phase = Phase::Finished;
@@ -421,8 +423,8 @@ async fn start_and_exec(
     let engine_side = async {
         let began = Instant::now();
         let endpoint = guest_endpoint(ctx, req, id, dir, live, &vm_mounts).await?;
-        if endpoint != req.endpoint {
-            timings_push(live, "guest start", began);
+        if endpoint != req.endpoint && req.vm.is_none() {
+            timings_push(live, "remote connect", began);
         }
         let began = Instant::now();
         let engine = Engine::connect(&endpoint).await?;
@@ -848,7 +850,9 @@ async fn teardown(id: &str, live: &Shared, keep: bool) -> Vec<Outcome> {
         g.close();
     }
     if let Some((lima, name)) = vm {
+        let began = Instant::now();
         let _ = lima.remove_session_vm(&name).await;
+        timings_push(live, "vm delete", began);
     }
     outcomes
 }
@@ -884,13 +888,19 @@ async fn guest_endpoint(
                 .ok_or(crate::vm::VmError::GoldenStale)?;
             crate::guest::mark_used(&vm_cache, &golden);
             with(live, |l| l.vm = Some((lima.clone(), name.clone())));
-            crate::guest::boot_session_vm(&lima, &golden, &name, mounts, &vm_cache, dir).await?
+            let mut phase = |n, began| timings_push(live, n, began);
+            crate::guest::boot_session_vm(&lima, &golden, &name, mounts, &vm_cache, dir, &mut phase)
+                .await?
         };
         let checked = async {
-            guest.prove_mounts(&name, &nonces).await?;
-            guest
-                .share_mounts(mounts, crate::hostids::agent_ids()?)
-                .await
+            let ids = crate::hostids::agent_ids()?;
+            let began = Instant::now();
+            guest.prove_mounts(&name, &nonces, ids).await?;
+            timings_push(live, "vm mounts proven", began);
+            let began = Instant::now();
+            guest.share_mounts(mounts, ids).await?;
+            timings_push(live, "vm mounts shared", began);
+            Ok::<_, anyhow::Error>(())
         }
         .await;
         drop(nonces);

@@ -155,6 +155,8 @@ fn a_vm_session_runs_in_a_guest_over_ssh_and_leaves_nothing_but_kept_work() {
         ("LIMATEST_UID", "1042".into()),
         // unattended-upgrades holding apt's lock at first boot.
         ("LIMATEST_APT_BUSY", "15".into()),
+        // dockerd answering well after the boot scripts are done.
+        ("LIMATEST_DOCKER_DELAY", "8".into()),
         (
             "LIMATEST_LOAD_IMAGES",
             "sbx-gate:latest sbxtest-vm-agent:latest".into(),

@@ -211,7 +211,94 @@ fn phase_ms(t: &serde_json::Value, name: &str) -> Option<f64> {
         .as_f64()
 }
 
+/// Adds a run's phases to the per-phase lists (in the order first seen).
+fn collect_phases(m: &Measured, phases: &mut Vec<(String, Vec<f64>)>) {
+    let Some(t) = &m.timings else {
+        return;
+    };
+    for p in t["phases"].as_array().into_iter().flatten() {
+        let (Some(name), Some(took)) = (p["name"].as_str(), p["took_ms"].as_f64()) else {
+            continue;
+        };
+        match phases.iter_mut().find(|(n, _)| n == name) {
+            Some((_, v)) => v.push(took),
+            None => phases.push((name.to_owned(), vec![took])),
+        }
+    }
+}
+
+/// The VM figures: `sbx run --vm -- true` with one repository, and where its time goes.
+#[derive(Serialize)]
+struct VmReport {
+    cores: usize,
+    run: Stats,
+    phases_median_ms: Vec<(String, f64)>,
+}
+
+async fn run_vm(ctx: &Context, args: BenchArgs) -> anyhow::Result<i32> {
+    let n = args.runs.max(1);
+    let tmp = tempfile::Builder::new().prefix("sbx-bench-").tempdir()?;
+    let repo = make_repo(&tmp.path().join("alpha"), 10)?;
+    // The golden VM is in the user's own sbx Lima home, not under the bench's cache.
+    let lima_home = std::env::var_os("SBX_LIMA_HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ctx.dirs.cache.join("lima"));
+    let cmd = || -> anyhow::Result<Command> {
+        let mut c = sbx_cmd(&[repo.as_path()], &["--vm".to_owned()], &["true"])?;
+        c.env("SBX_LIMA_HOME", &lima_home);
+        Ok(c)
+    };
+    ctx.ui.info("warming up (one VM session)");
+    let warm = measure(cmd()?)?;
+    anyhow::ensure!(
+        warm.ok,
+        "a warm-up VM session failed; run `sbx setup --vm` and `sbx doctor`"
+    );
+    ctx.ui
+        .info(format!("`sbx run --vm -- true` with one repo, {n} runs"));
+    let (mut walls, mut failed, mut phases) = (Vec::new(), 0, Vec::new());
+    for _ in 0..n {
+        let m = measure(cmd()?)?;
+        if !m.ok {
+            failed += 1;
+            continue;
+        }
+        walls.push(ms(m.wall));
+        collect_phases(&m, &mut phases);
+    }
+    let _ = std::fs::remove_dir_all(bench_cache());
+    let report = VmReport {
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        run: stats(&walls, failed),
+        phases_median_ms: phases
+            .iter()
+            .map(|(name, v)| (name.clone(), stats(v, 0).median_ms))
+            .collect(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let mut out = format!(
+            "VM session (`sbx run --vm -- true`, one repo, {} cores): median {} ms (min {} ms, {} runs, {} failed)\nphases (median ms):\n",
+            report.cores,
+            report.run.median_ms,
+            report.run.min_ms,
+            report.run.runs,
+            report.run.failed
+        );
+        for (name, took) in &report.phases_median_ms {
+            out.push_str(&format!("  {name:<20} {took:>9.1}\n"));
+        }
+        print!("{out}");
+    }
+    Ok(0)
+}
+
 pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<i32> {
+    if args.vm {
+        return run_vm(ctx, args).await;
+    }
     let n = args.runs.max(1);
     let bench_dirs = crate::paths::Dirs {
         cache: bench_cache().join("sbx"),
@@ -239,17 +326,7 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<i32> {
             continue;
         }
         walls.push(ms(m.wall));
-        if let Some(t) = &m.timings {
-            for p in t["phases"].as_array().into_iter().flatten() {
-                let (Some(name), Some(took)) = (p["name"].as_str(), p["took_ms"].as_f64()) else {
-                    continue;
-                };
-                match phases.iter_mut().find(|(n, _)| n == name) {
-                    Some((_, v)) => v.push(took),
-                    None => phases.push((name.to_owned(), vec![took])),
-                }
-            }
-        }
+        collect_phases(&m, &mut phases);
     }
     let warm_run = stats(&walls, failed);
     let phases_median_ms = phases

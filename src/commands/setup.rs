@@ -39,6 +39,7 @@ async fn golden(ctx: &Context, settings: &Settings) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let lima = Lima::locate(&ctx.dirs, settings.vm.provider).await?;
+    legacy_golden_notice(ctx);
     let cache = ctx.dirs.cache.join("vm");
     crate::state::create_private_dir(&cache)?;
     let (template, fingerprint) = crate::guest::golden_plan(settings)?;
@@ -74,6 +75,21 @@ async fn golden(ctx: &Context, settings: &Settings) -> anyhow::Result<i32> {
             let _ = lima.delete(&name).await;
             Err(e)
         }
+    }
+}
+
+/// Older sbx kept its golden VM in the user's own Lima home; it is no longer used.
+fn legacy_golden_notice(ctx: &Context) {
+    let home = std::env::var_os("LIMA_HOME")
+        .filter(|h| !h.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| ctx.dirs.home.join(".lima"));
+    if home.join(vm::LEGACY_GOLDEN).join("lima.yaml").exists() {
+        ctx.ui.info(format!(
+            "the golden VM of an older sbx is still in `{}` and no longer used: remove it with `limactl unprotect {g} && limactl delete {g}`",
+            home.display(),
+            g = vm::LEGACY_GOLDEN
+        ));
     }
 }
 

@@ -42,6 +42,8 @@ fi
         docker -H unix:///run/limatest-load.sock load -q -i /limatest-images.tar >/dev/null 2>&1 || true
         kill "$(cat /run/limatest-load.pid)"; wait
       fi
+      # A Docker that answers well after boot (Lima's `start` does not wait for it by itself).
+      sleep "${LIMATEST_DOCKER_DELAY:-0}"
       exec dockerd --storage-driver=vfs >/var/log/dockerd.log 2>&1
     fi
     sleep 1
