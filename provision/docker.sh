@@ -27,7 +27,7 @@ if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1 \
   if apt-cache show docker-cli >/dev/null 2>&1; then cli=docker-cli; fi
   apt_ install -y --no-install-recommends docker.io $cli iptables ipset ca-certificates bindfs
 fi
-# sbx's bindfs layer runs as the agent's ids, not root, and Docker (root) must see through it.
+# sbx's bindfs layer runs as the login user, not root, and Docker (root) must see through it.
 grep -qs '^user_allow_other' /etc/fuse.conf || echo user_allow_other >> /etc/fuse.conf
 getent group docker >/dev/null || groupadd docker
 usermod -aG docker "$user"

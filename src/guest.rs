@@ -60,20 +60,13 @@ impl Guest {
 
     /// Proves that the guest shows each mount as the host's folder: it must read back the
     /// nonce written there on the host. Lima mounts with `nofail`, so a mount it could not make
-    /// is silently an empty folder that Docker would then bind. Read as the agent's ids (what
-    /// the agent will see), not as root.
-    pub async fn prove_mounts(
-        &self,
-        name: &str,
-        nonces: &Nonces,
-        (uid, gid): (u32, u32),
-    ) -> anyhow::Result<()> {
+    /// is silently an empty folder that Docker would then bind.
+    pub async fn prove_mounts(&self, name: &str, nonces: &Nonces) -> anyhow::Result<()> {
         let mut script = String::new();
         for (path, nonce) in &nonces.planted {
             let file = path.join(&nonces.file);
             script.push_str(&format!(
-                "[ \"$(sudo -n setpriv --reuid={uid} --regid={gid} --clear-groups cat -- {} 2>/dev/null)\" = {} ] \
-                 || printf 'missing %s\\n' {}\n",
+                "[ \"$(cat -- {} 2>/dev/null)\" = {} ] || printf 'missing %s\\n' {}\n",
                 shell_word(&file.to_string_lossy()),
                 shell_word(nonce),
                 shell_word(&path.to_string_lossy()),
@@ -95,29 +88,26 @@ impl Guest {
     }
 
     /// Shows each writable mount to the containers as owned by the agent's ids, whatever owner
-    /// the guest's file sharing reports: Apple's virtiofs reports whoever asks, and the kernel
-    /// keeps what the first caller saw for a while, so a folder Docker (root) bound first can
-    /// look like `root:root 0755` to the agent, which then cannot write its own checkout and git
-    /// calls it dubious. A bindfs layer over the same path, run as the agent's ids (never as
-    /// root: it handles paths the agent controls), reports those ids for everything below.
+    /// the guest's file sharing reports to the agent: Apple's virtiofs reports whoever asks (a
+    /// folder Docker, as root, bound can look `root:root 0755` to the agent, which then cannot
+    /// write its own checkout and git calls it dubious). A bindfs layer over the same path, run
+    /// as the VM's login user (the host user's account there; never root, as it handles paths
+    /// the agent controls), reports the agent's ids for everything below and does the work as
+    /// that user.
     pub async fn share_mounts(
         &self,
         mounts: &[VmMount],
         (uid, gid): (u32, u32),
     ) -> anyhow::Result<()> {
-        // fusermount needs an account for the ids (the Lima user has the host user's, which
-        // are the agent's, on a Mac; not necessarily elsewhere).
-        let mut script = format!(
-            "set -e\ncommand -v bindfs >/dev/null || {{ echo 'bindfs is missing: run `sbx setup --vm`' >&2; exit 3; }}\n\
-             getent group {gid} >/dev/null || sudo -n groupadd -g {gid} sbx-agent\n\
-             getent passwd {uid} >/dev/null || sudo -n useradd -M -N -u {uid} -g {gid} -s /usr/sbin/nologin sbx-agent\n"
+        let mut script = String::from(
+            "set -e\ncommand -v bindfs >/dev/null || { echo 'bindfs is missing: run `sbx setup --vm`' >&2; exit 3; }\n",
         );
-        // Paths are absolute (bindfs takes no `--`): none can read as an option.
+        // Paths are absolute (bindfs takes no `--`): none can read as an option. The read-only
+        // mounts (objects the checkouts borrow) need only reading, which any owner allows.
         for m in mounts.iter().filter(|m| m.writable && m.path.is_absolute()) {
             let p = shell_word(&m.path.to_string_lossy());
             script.push_str(&format!(
-                "sudo -n setpriv --reuid={uid} --regid={gid} --clear-groups \
-                 bindfs -o allow_other --force-user={uid} --force-group={gid} {p} {p}\n"
+                "bindfs -o allow_other --force-user={uid} --force-group={gid} {p} {p}\n"
             ));
         }
         let (code, out) = self.ssh.exec("sh -s", script.as_bytes()).await?;

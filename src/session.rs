@@ -893,12 +893,13 @@ async fn guest_endpoint(
                 .await?
         };
         let checked = async {
-            let ids = crate::hostids::agent_ids()?;
             let began = Instant::now();
-            guest.prove_mounts(&name, &nonces, ids).await?;
+            guest.prove_mounts(&name, &nonces).await?;
             timings_push(live, "vm mounts proven", began);
             let began = Instant::now();
-            guest.share_mounts(mounts, ids).await?;
+            guest
+                .share_mounts(mounts, crate::hostids::agent_ids()?)
+                .await?;
             timings_push(live, "vm mounts shared", began);
             Ok::<_, anyhow::Error>(())
         }
