@@ -5,7 +5,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -445,7 +445,7 @@ impl Dir {
 /// `/proc/self/fd` entry (what glibc's `fchmodat(AT_SYMLINK_NOFOLLOW)` does).
 #[cfg(target_os = "linux")]
 fn set_mode_nofollow(dir: &OwnedFd, name: &OsStr, mode: u32) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsFd, AsRawFd};
     let fd = rustix::fs::openat(
         dir,
         name,
@@ -503,6 +503,21 @@ pub fn refusal(e: &io::Error) -> Option<&Refused> {
     e.get_ref().and_then(|r| r.downcast_ref::<Refused>())
 }
 
+/// Makes a FIFO at `path`, for tests (rustix has no `mkfifoat` on macOS).
+#[cfg(test)]
+pub(crate) fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    let r = unsafe { libc::mkfifo(c.as_ptr(), 0o644) };
+    assert_eq!(
+        r,
+        0,
+        "mkfifo {}: {}",
+        path.display(),
+        io::Error::last_os_error()
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -519,7 +534,7 @@ mod tests {
         std::fs::write(p.join("f"), "hello").unwrap();
         std::fs::write(p.join("outside"), "secret").unwrap();
         std::os::unix::fs::symlink(p.join("outside"), p.join("link")).unwrap();
-        rustix::fs::mkfifoat(rustix::fs::CWD, p.join("fifo"), Mode::from_raw_mode(0o644)).unwrap();
+        mkfifo(&p.join("fifo"));
         let dir = Dir::open(p).unwrap();
         assert_eq!(dir.read_file(os("f"), 100).unwrap(), b"hello");
         let e = dir.read_file(os("link"), 100).unwrap_err();
@@ -568,7 +583,7 @@ mod tests {
         std::fs::create_dir(p.join("to")).unwrap();
         std::fs::write(p.join("f"), "data").unwrap();
         std::os::unix::fs::symlink(p.join("f"), p.join("link")).unwrap();
-        rustix::fs::mkfifoat(rustix::fs::CWD, p.join("fifo"), Mode::from_raw_mode(0o644)).unwrap();
+        mkfifo(&p.join("fifo"));
         let dir = Dir::open(p).unwrap();
         let to = dir.open_dir(os("to")).unwrap();
         dir.copy_file(os("f"), &to, os("c"), 0o444).unwrap();
@@ -610,12 +625,7 @@ mod tests {
         std::fs::create_dir_all(t.join("a/b")).unwrap();
         std::fs::write(t.join("a/b/f"), "x").unwrap();
         std::os::unix::fs::symlink(&keep, t.join("a/link")).unwrap();
-        rustix::fs::mkfifoat(
-            rustix::fs::CWD,
-            t.join("a/fifo"),
-            Mode::from_raw_mode(0o644),
-        )
-        .unwrap();
+        mkfifo(&t.join("a/fifo"));
         // What an agent with the user's uid can do to slow the cleanup down.
         std::fs::set_permissions(t.join("a/b"), std::fs::Permissions::from_mode(0o000)).unwrap();
         std::fs::set_permissions(t.join("a"), std::fs::Permissions::from_mode(0o500)).unwrap();

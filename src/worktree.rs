@@ -1503,10 +1503,7 @@ mod tests {
     async fn fifos_are_removed_without_blocking() {
         let d = tempfile::tempdir().unwrap();
         let (_host, dest, c) = isolated(d.path()).await;
-        let fifo = |p: &Path| {
-            rustix::fs::mkfifoat(rustix::fs::CWD, p, rustix::fs::Mode::from_raw_mode(0o644))
-                .unwrap()
-        };
+        let fifo = crate::safefs::mkfifo;
         fifo(&dest.join(".gitignore"));
         fifo(&dest.join("sub/.gitignore"));
         fifo(&d.path().join("far-fifo"));
