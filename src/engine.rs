@@ -149,9 +149,8 @@ pub fn resolve_endpoint(setting: Option<&str>, home: &Path) -> String {
             return host;
         }
     }
-    let colima_home = std::env::var_os("COLIMA_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home.join(".colima"));
+    let colima_home =
+        crate::paths::colima_home(&crate::paths::ColimaEnv::from_env(home), |p| p.exists());
     let colima = colima_home.join("default/docker.sock");
     if colima.exists() {
         return format!("unix://{}", colima.display());
