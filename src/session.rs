@@ -862,11 +862,16 @@ async fn guest_endpoint(
     let vm_cache = ctx.dirs.cache.join("vm");
     let socket = dir.join("docker.sock");
     if let Some(provider) = req.vm {
-        let lima = crate::vm::Lima::locate(&ctx.dirs.home, provider).await?;
+        let lima =
+            crate::vm::Lima::locate_provider(provider, &ctx.dirs.home, &ctx.dirs.cache).await?;
         let name = crate::vm::session_vm(id);
         let guest = if provider == crate::config::VmProvider::Colima {
+            // A folder Colima would mangle (or mount another in its place) stops the session
+            // before anything boots.
+            crate::vm::check_colima_mounts(mounts)?;
             with(live, |l| l.vm = Some((lima.clone(), name.clone())));
-            // Images are built inside on each boot (the session's image check does it).
+            // Every profile starts with an empty engine: the images come from sbx's image cache
+            // when an earlier session saved them, else they are built (see `image_cache`).
             let inst = lima.colima_start(&name, &req.settings.vm, mounts).await?;
             crate::guest::connect_instance(&lima, &inst, &vm_cache, &socket).await?
         } else {
@@ -936,7 +941,7 @@ async fn gc_session(
         } else {
             crate::config::VmProvider::Lima
         };
-        let lima = crate::vm::Lima::locate(&ctx.dirs.home, provider)
+        let lima = crate::vm::Lima::locate_provider(provider, &ctx.dirs.home, &ctx.dirs.cache)
             .await
             .with_context(|| format!("it left the VM `{name}`, which sbx cannot reach"))?;
         lima.remove_session_vm(name).await?;
@@ -1003,8 +1008,7 @@ pub async fn gc(ctx: &Context, engine: Option<&Engine>) -> anyhow::Result<GcRepo
     }
     // Session VMs of this cache's sessions that are not alive (never the golden one, never a VM
     // another sbx installation sharing `LIMA_HOME` made).
-    if let Ok(lima) = crate::vm::Lima::locate(&ctx.dirs.home, crate::config::VmProvider::Lima).await
-    {
+    if let Ok(lima) = crate::vm::Lima::locate(&ctx.dirs.home).await {
         for inst in lima.list_prefixed("sbx-").await.unwrap_or_default() {
             let id = inst.name.trim_start_matches("sbx-");
             if inst.name != crate::vm::GOLDEN
@@ -1015,6 +1019,22 @@ pub async fn gc(ctx: &Context, engine: Option<&Engine>) -> anyhow::Result<GcRepo
             {
                 lima.delete(&inst.name).await?;
                 report.vms_removed.push(inst.name.clone());
+            }
+        }
+    }
+    // Session profiles in sbx's own Colima home that are not alive: every profile there is one
+    // of this cache's sessions (Colima is not run at all when that home was never made).
+    if crate::vm::sbx_colima_home(&ctx.dirs.cache).is_dir()
+        && let Ok(lima) = crate::vm::Lima::locate_colima(&ctx.dirs.cache).await
+    {
+        for profile in lima.colima_session_profiles().await.unwrap_or_default() {
+            let id = profile.trim_start_matches("sbx-");
+            if crate::state::valid_id(id)
+                && !live_ids.iter().any(|l| l == id)
+                && !report.vms_removed.contains(&profile)
+            {
+                lima.colima_delete(&profile).await?;
+                report.vms_removed.push(profile);
             }
         }
     }

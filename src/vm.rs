@@ -34,6 +34,22 @@ pub enum VmError {
     Root,
     #[error("`LIMA_HOME` (`{home}`) is too long for the VM's Unix sockets")]
     HomeTooLong { home: PathBuf },
+    #[error("Colima {found} is too old; sbx needs Colima 0.10.0 or newer")]
+    ColimaTooOld { found: String },
+    #[error(
+        "sbx's Colima home `{home}` is too long for the session VMs' Unix sockets (at most 103 bytes on macOS)"
+    )]
+    ColimaHomeTooLong { home: PathBuf },
+    #[error(
+        "Colima cannot mount `{path}`: its `--mount` flag splits paths at `,` and `:`, and rejects spaces"
+    )]
+    ColimaMount { path: PathBuf },
+    #[error("cannot prepare `{path}`")]
+    Home {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the golden VM is missing or out of date")]
     GoldenStale,
     #[error("`{command}` failed: {message}")]
@@ -56,6 +72,15 @@ impl VmError {
             VmError::Root => "run sbx as your own user".into(),
             VmError::HomeTooLong { .. } => {
                 "set `LIMA_HOME` to a short folder, such as `~/.lima`".into()
+            }
+            VmError::ColimaTooOld { .. } => {
+                "upgrade Colima (`brew upgrade colima`): sbx starts session VMs with `--port-forwarder=none` and `--mount none`, which Colima 0.10.0 introduced".into()
+            }
+            VmError::ColimaHomeTooLong { .. } => {
+                "point `XDG_CACHE_HOME` at a shorter folder (sbx keeps its Colima profiles in `$XDG_CACHE_HOME/sbx/colima`), or use Lima (`vm.provider: lima`)".into()
+            }
+            VmError::ColimaMount { .. } => {
+                "move the repository (or sbx's cache folder, `XDG_CACHE_HOME`) to a path without spaces, commas or colons, or use Lima (`vm.provider: lima`)".into()
             }
             VmError::GoldenStale => "run `sbx setup --vm` (once, and after upgrading sbx)".into(),
             VmError::Boot { .. } => {
@@ -241,34 +266,53 @@ pub fn parse_version(v: &str) -> Option<(u32, u32)> {
 pub struct Lima {
     pub program: String,
     pub home: PathBuf,
-    /// Sessions run in Colima profiles instead of clones of the golden VM.
-    pub colima: bool,
+    /// Sessions run in Colima profiles (in sbx's own Colima home) instead of clones of the
+    /// golden VM; `home` is then that Colima home's Lima home.
+    pub colima: Option<Colima>,
 }
 
 impl Lima {
+    /// The installation of `provider`: [`Lima::locate`] or [`Lima::locate_colima`] (whose home
+    /// lives under sbx's cache folder).
+    pub async fn locate_provider(
+        provider: VmProvider,
+        home_dir: &Path,
+        cache: &Path,
+    ) -> Result<Lima, VmError> {
+        match provider {
+            VmProvider::Lima => Lima::locate(home_dir).await,
+            VmProvider::Colima => Lima::locate_colima(cache).await,
+        }
+    }
+
     /// Checks what VM mode needs before anything is made: not root, `limactl` present and
     /// recent, a `LIMA_HOME` short enough for Unix sockets.
-    pub async fn locate(home_dir: &Path, provider: VmProvider) -> Result<Lima, VmError> {
+    pub async fn locate(home_dir: &Path) -> Result<Lima, VmError> {
         if rustix::process::getuid().is_root() {
             return Err(VmError::Root);
         }
-        if provider == VmProvider::Colima {
-            Cmd::new("colima").arg("version").run().await?;
-        }
-        let home = match (provider, std::env::var_os("LIMA_HOME")) {
-            (_, Some(h)) if !h.is_empty() => PathBuf::from(h),
-            (VmProvider::Colima, _) => std::env::var_os("COLIMA_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| home_dir.join(".colima"))
-                .join("_lima"),
+        let home = match std::env::var_os("LIMA_HOME") {
+            Some(h) if !h.is_empty() => PathBuf::from(h),
             _ => home_dir.join(".lima"),
         };
         let lima = Lima {
             program: "limactl".into(),
             home,
-            colima: provider == VmProvider::Colima,
+            colima: None,
         };
-        let info = lima
+        lima.check_version().await?;
+        // `<home>/<name>/ssh.sock.<16 characters>` must fit; sbx's names are at most 12.
+        if lima.home.as_os_str().len() + 1 + 12 + 1 + "ssh.sock.1234567890123456".len()
+            >= UNIX_PATH_MAX
+        {
+            return Err(VmError::HomeTooLong { home: lima.home });
+        }
+        Ok(lima)
+    }
+
+    /// `limactl info`'s version must be at least [`MIN_LIMA`].
+    async fn check_version(&self) -> Result<(), VmError> {
+        let info = self
             .cmd(&["info"])
             .timeout(Duration::from_secs(30))
             .run()
@@ -278,24 +322,15 @@ impl Lima {
             .and_then(|v| v.get("version")?.as_str().map(str::to_owned))
             .unwrap_or_default();
         match parse_version(&version) {
-            Some(v) if v >= MIN_LIMA => {}
-            _ => {
-                return Err(VmError::TooOld {
-                    found: if version.is_empty() {
-                        "(unknown)".into()
-                    } else {
-                        version
-                    },
-                });
-            }
+            Some(v) if v >= MIN_LIMA => Ok(()),
+            _ => Err(VmError::TooOld {
+                found: if version.is_empty() {
+                    "(unknown)".into()
+                } else {
+                    version
+                },
+            }),
         }
-        // `<home>/<name>/ssh.sock.<16 characters>` must fit; sbx's names are at most 12.
-        if lima.home.as_os_str().len() + 1 + 12 + 1 + "ssh.sock.1234567890123456".len()
-            >= UNIX_PATH_MAX
-        {
-            return Err(VmError::HomeTooLong { home: lima.home });
-        }
-        Ok(lima)
     }
 
     fn cmd(&self, a: &[&str]) -> Cmd {
@@ -405,7 +440,7 @@ impl Lima {
 impl Lima {
     /// Deletes a session's VM, whichever provider made it (a missing one is fine).
     pub async fn remove_session_vm(&self, name: &str) -> Result<(), VmError> {
-        if self.colima {
+        if self.colima.is_some() {
             self.colima_delete(name).await
         } else {
             self.delete(name).await

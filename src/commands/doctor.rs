@@ -105,7 +105,25 @@ pub async fn run(
             hint: e.hint(),
         }),
     }
-    let vm = match crate::vm::Lima::locate(&ctx.dirs.home, settings.vm.provider).await {
+    let vm = match crate::vm::Lima::locate_provider(
+        settings.vm.provider,
+        &ctx.dirs.home,
+        &ctx.dirs.cache,
+    )
+    .await
+    {
+        Ok(lima) if lima.colima.is_some() => Check {
+            name: "vm mode",
+            ok: true,
+            detail: format!(
+                "Colima found; each session boots its own profile in `{}`",
+                lima.colima
+                    .as_ref()
+                    .map(|c| c.home.display().to_string())
+                    .unwrap_or_default()
+            ),
+            hint: None,
+        },
         Ok(lima) => {
             let golden = crate::guest::golden_state(&ctx.dirs.cache.join("vm")).is_some()
                 && lima.get(crate::vm::GOLDEN).await.ok().flatten().is_some();

@@ -33,11 +33,11 @@ pub async fn run(
 async fn golden(ctx: &Context, settings: &Settings) -> anyhow::Result<i32> {
     if settings.vm.provider == VmProvider::Colima {
         ctx.ui.info(
-            "Colima boots a fresh profile for every session (no golden VM to prepare); this is slower than Lima",
+            "Colima boots a fresh profile for every session (no golden VM to prepare; slower than Lima); the first session builds the images in its VM and saves them for the next ones",
         );
         return Ok(0);
     }
-    let lima = Lima::locate(&ctx.dirs.home, settings.vm.provider).await?;
+    let lima = Lima::locate(&ctx.dirs.home).await?;
     let cache = ctx.dirs.cache.join("vm");
     crate::state::create_private_dir(&cache)?;
     let (template, fingerprint) = crate::guest::golden_plan(settings)?;
