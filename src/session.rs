@@ -440,12 +440,47 @@ async fn start_and_exec(
             }
         };
         let images = async {
+            let cache = image_cache(ctx, req, &vm_mounts);
+            if let Some(cache) = &cache {
+                let began = Instant::now();
+                match cache.restore(&engine, &specs).await {
+                    Ok(true) => {
+                        ctx.ui.info(
+                            "loaded the images an earlier Colima session saved (their fingerprints match): nothing to build",
+                        );
+                        timings_push(live, "image cache load", began);
+                    }
+                    Ok(false) => {}
+                    Err(e) => ctx.ui.warn(format!(
+                        "could not use the saved images: {:#}; building them instead",
+                        anyhow::Error::new(e)
+                    )),
+                }
+            }
+            let began = Instant::now();
             let built = ensure_images(&ctx.ui, &engine, &specs).await?;
             timings_push(
                 live,
                 if built { "image build" } else { "image check" },
                 began,
             );
+            if let Some(cache) = cache.as_ref().filter(|_| built) {
+                // Saved now, while the fresh VM's engine holds only what sbx just built: nothing
+                // of the session has run there yet. Once the agent runs, whatever it does in its
+                // VM must not reach the next session's images (the gate's included).
+                let began = Instant::now();
+                match cache.store(&engine, &specs).await {
+                    Ok(path) => ctx.ui.info(format!(
+                        "saved the images for the next Colima sessions in `{}`",
+                        path.display()
+                    )),
+                    Err(e) => ctx.ui.warn(format!(
+                        "could not save the images for the next Colima sessions: {:#}",
+                        anyhow::Error::new(e)
+                    )),
+                }
+                timings_push(live, "image cache save", began);
+            }
             Ok::<_, anyhow::Error>(())
         };
         let (capacity, network, ()) = tokio::try_join!(
@@ -893,6 +928,33 @@ async fn guest_endpoint(
         return Ok(endpoint);
     }
     Ok(req.endpoint.clone())
+}
+
+/// The host-side image cache a session uses: only a Colima session (its VM starts with an empty
+/// engine), and only while no folder the VM may write holds the cache (a writable mount above it
+/// would let the VM replace the images every later session loads).
+fn image_cache(
+    ctx: &Context,
+    req: &RunRequest,
+    mounts: &[crate::vm::VmMount],
+) -> Option<crate::imagecache::ImageCache> {
+    if req.vm != Some(crate::config::VmProvider::Colima) {
+        return None;
+    }
+    let dir = ctx.dirs.cache.join("vm").join("images");
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+    let cache_real = real(&ctx.dirs.cache);
+    if let Some(m) = mounts
+        .iter()
+        .find(|m| m.writable && (dir.starts_with(&m.path) || cache_real.starts_with(real(&m.path))))
+    {
+        ctx.ui.warn(format!(
+            "not using sbx's image cache: the session VM may write `{}`, which holds it",
+            m.path.display()
+        ));
+        return None;
+    }
+    Some(crate::imagecache::ImageCache::new(dir))
 }
 
 /// What `sbx gc` did.
