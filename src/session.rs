@@ -996,7 +996,17 @@ async fn gc_session(
         }
         return Ok(());
     }
-    if let Some(name) = &record.vm {
+    if let Some(recorded) = &record.vm {
+        // The record lies in the session folder, which the session's VM may write: only the name
+        // sbx gives this folder's VM is ever deleted (not another session's, nor one of yours).
+        let name = &crate::vm::session_vm(&crate::paths::base_name(dir));
+        if recorded != name {
+            ctx.ui.warn(format!(
+                "the record of session `{}` names the VM `{}`; deleting `{name}`, the one sbx made for it",
+                crate::paths::base_name(dir),
+                crate::text::printable(recorded)
+            ));
+        }
         // The containers live and die with the session's VM.
         let provider = if record.vm_provider.as_deref() == Some("colima") {
             crate::config::VmProvider::Colima

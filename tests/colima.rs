@@ -350,6 +350,71 @@ exit 7"#;
         "the second profile is left"
     );
     eprintln!("first session (build and save): {first:.1?}; second (load): {second:.1?}");
+
+    // A third session dies (`kill -9`) while its command runs, after its VM rewrote the session
+    // record (it lies in the folder the VM mounts) to name another VM: `sbx gc` deletes the
+    // session's own profile, and only that.
+    let mut child = env
+        .user_command(
+            &repo,
+            &[
+                "run",
+                "--vm",
+                "--",
+                "sh",
+                "-c",
+                "touch /workspace/app/running; sleep 600",
+            ],
+        )
+        .unwrap()
+        .envs(vars.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut id3 = String::new();
+    let running = wait_until(std::time::Duration::from_secs(300), || {
+        id3 = session_ids(&env)
+            .into_iter()
+            .find(|i| *i != id && *i != id2)
+            .unwrap_or_default();
+        !id3.is_empty() && env.sessions().join(&id3).join("repos/app/running").exists()
+    });
+    assert!(running, "the third session never ran its command");
+    let record = env.sessions().join(&id3).join("session.json");
+    let mut r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    assert_eq!(r["vm"], format!("sbx-{id3}"));
+    r["vm"] = "default".into();
+    std::fs::write(&record, r.to_string()).unwrap();
+    send_signal(child.id(), 9);
+    child.wait().unwrap();
+    let o = env.run_as_user_with(&repo, &["gc"], &vars, None).unwrap();
+    assert_ok(&o);
+    assert!(
+        stderr(&o).contains("names the VM `default`"),
+        "{}",
+        stderr(&o)
+    );
+    let instance3 = format!("colima-sbx-{id3}");
+    let lcalls = std::fs::read_to_string(lima.join("calls.log")).unwrap();
+    assert!(
+        lcalls.contains(&format!("delete -f {instance3}\n")),
+        "{lcalls}"
+    );
+    assert!(!lcalls.contains("delete -f colima\n"), "{lcalls}");
+    assert!(!lima.join(&instance3).exists(), "the third profile is left");
+    assert!(!lima.join("_disks").join(&instance3).exists());
+    let left = docker_ok(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("name={prefix}-{instance3}"),
+        "--format",
+        "{{.Names}}",
+    ]);
+    assert_eq!(left, "", "the third stand-in guest is still there");
 }
 
 #[test]
