@@ -149,9 +149,8 @@ pub fn resolve_endpoint(setting: Option<&str>, home: &Path) -> String {
             return host;
         }
     }
-    let colima_home = std::env::var_os("COLIMA_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home.join(".colima"));
+    let colima_home =
+        crate::paths::colima_home(&crate::paths::ColimaEnv::from_env(home), |p| p.exists());
     let colima = colima_home.join("default/docker.sock");
     if colima.exists() {
         return format!("unix://{}", colima.display());
@@ -245,6 +244,54 @@ impl Engine {
             .await
             .map_err(api("report its version"))?;
         Ok(v.version.unwrap_or_else(|| "unknown".into()))
+    }
+
+    /// The engine's platform as `os/arch` (`linux/arm64`): what its images are built for.
+    pub async fn platform(&self) -> Result<String, EngineError> {
+        let v = self
+            .docker
+            .version()
+            .await
+            .map_err(api("report its version"))?;
+        Ok(format!(
+            "{}/{}",
+            v.os.unwrap_or_default(),
+            v.arch.unwrap_or_default()
+        ))
+    }
+
+    /// `docker save` of these images: one tar of them all, as it streams out of the engine.
+    pub fn save_images(
+        &self,
+        tags: &[&str],
+    ) -> impl Stream<Item = Result<bytes::Bytes, EngineError>> + use<> {
+        let action = format!("save the images {}", tags.join(", "));
+        self.docker
+            .export_images(tags)
+            .map(move |r| r.map_err(api(action.clone())))
+    }
+
+    /// `docker load` of a tar that [`Engine::save_images`] made, streamed in.
+    pub async fn load_images(
+        &self,
+        tar: impl Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
+    ) -> Result<(), EngineError> {
+        let opts = bollard::query_parameters::ImportImageOptionsBuilder::new()
+            .quiet(true)
+            .build();
+        let mut out = self.docker.import_image_stream(opts, tar, None);
+        while let Some(item) = out.next().await {
+            let info = item.map_err(api("load images"))?;
+            if let Some(d) = info.error_detail {
+                return Err(EngineError::Api {
+                    action: "load images".into(),
+                    source: ApiError::DockerStreamError {
+                        error: d.message.unwrap_or_default(),
+                    },
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The fingerprint label of a local image, `None` when the image is absent.

@@ -14,6 +14,7 @@ pub mod firewall;
 pub mod guest;
 pub mod hostids;
 pub mod image;
+pub mod imagecache;
 pub mod keychain;
 pub mod leaks;
 pub mod paths;

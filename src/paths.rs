@@ -65,6 +65,58 @@ impl Dirs {
     }
 }
 
+/// What Colima reads to find its home.
+#[derive(Debug, Clone)]
+pub struct ColimaEnv {
+    /// `$COLIMA_HOME`
+    pub colima_home: Option<PathBuf>,
+    /// `$XDG_CONFIG_HOME` (empty counts as unset, as in Colima)
+    pub xdg_config_home: Option<PathBuf>,
+    pub home: PathBuf,
+    pub macos: bool,
+}
+
+impl ColimaEnv {
+    /// This process's environment, for the user whose home is `home`.
+    pub fn from_env(home: &Path) -> Self {
+        let var = |v: &str| {
+            std::env::var_os(v)
+                .filter(|x| !x.is_empty())
+                .map(PathBuf::from)
+        };
+        ColimaEnv {
+            colima_home: var("COLIMA_HOME"),
+            xdg_config_home: var("XDG_CONFIG_HOME"),
+            home: home.to_owned(),
+            macos: cfg!(target_os = "macos"),
+        }
+    }
+}
+
+/// The user's own Colima home, decided the way Colima 0.10 does (`config/files.go`, where
+/// `exists` is `os.Stat`): `$COLIMA_HOME` when it exists; `~/.colima` when it exists;
+/// `$XDG_CONFIG_HOME/colima` when that variable is set; `~/.config/colima` when it exists;
+/// otherwise `~/.colima` on macOS and `~/.config/colima` elsewhere. (sbx's own sessions use a
+/// Colima home of their own; this finds the user's Colima, whose Docker socket a container
+/// session may use.)
+pub fn colima_home(env: &ColimaEnv, exists: impl Fn(&Path) -> bool) -> PathBuf {
+    if let Some(h) = env.colima_home.as_ref().filter(|h| exists(h)) {
+        return h.clone();
+    }
+    let dot = env.home.join(".colima");
+    if exists(&dot) {
+        return dot;
+    }
+    if let Some(xdg) = &env.xdg_config_home {
+        return xdg.join("colima");
+    }
+    let config = env.home.join(".config/colima");
+    if exists(&config) || !env.macos {
+        return config;
+    }
+    dot
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DirsError {
     #[error("`HOME` is not set, so sbx cannot find its config and cache folders")]
@@ -76,4 +128,45 @@ pub fn base_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "repo".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colima_home_is_found_the_way_colima_finds_it() {
+        let env = |colima: Option<&str>, xdg: Option<&str>, macos: bool| ColimaEnv {
+            colima_home: colima.map(PathBuf::from),
+            xdg_config_home: xdg.map(PathBuf::from),
+            home: "/h".into(),
+            macos,
+        };
+        let existing =
+            |list: &'static [&'static str]| move |p: &Path| list.iter().any(|e| p == Path::new(e));
+        let none: &[&str] = &[];
+        // `$COLIMA_HOME` only when it exists.
+        let e = env(Some("/c"), None, true);
+        assert_eq!(colima_home(&e, existing(&["/c"])), Path::new("/c"));
+        assert_eq!(colima_home(&e, existing(none)), Path::new("/h/.colima"));
+        // `~/.colima` when it exists, even with `$XDG_CONFIG_HOME` set.
+        let e = env(None, Some("/x"), false);
+        assert_eq!(
+            colima_home(&e, existing(&["/h/.colima"])),
+            Path::new("/h/.colima")
+        );
+        assert_eq!(colima_home(&e, existing(none)), Path::new("/x/colima"));
+        // Without either: `~/.config/colima` if it exists, else by platform.
+        let mac = env(None, None, true);
+        let linux = env(None, None, false);
+        assert_eq!(
+            colima_home(&mac, existing(&["/h/.config/colima"])),
+            Path::new("/h/.config/colima")
+        );
+        assert_eq!(colima_home(&mac, existing(none)), Path::new("/h/.colima"));
+        assert_eq!(
+            colima_home(&linux, existing(none)),
+            Path::new("/h/.config/colima")
+        );
+    }
 }

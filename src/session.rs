@@ -446,12 +446,47 @@ async fn start_and_exec(
             }
         };
         let images = async {
+            let cache = image_cache(ctx, req, &vm_mounts);
+            if let Some(cache) = &cache {
+                let began = Instant::now();
+                match cache.restore(&engine, &specs).await {
+                    Ok(true) => {
+                        ctx.ui.info(
+                            "loaded the images an earlier Colima session saved (their fingerprints match): nothing to build",
+                        );
+                        timings_push(live, "image cache load", began);
+                    }
+                    Ok(false) => {}
+                    Err(e) => ctx.ui.warn(format!(
+                        "could not use the saved images: {:#}; building them instead",
+                        anyhow::Error::new(e)
+                    )),
+                }
+            }
+            let began = Instant::now();
             let built = ensure_images(&ctx.ui, &engine, &specs).await?;
             timings_push(
                 live,
                 if built { "image build" } else { "image check" },
                 began,
             );
+            if let Some(cache) = cache.as_ref().filter(|_| built) {
+                // Saved now, while the fresh VM's engine holds only what sbx just built: nothing
+                // of the session has run there yet. Once the agent runs, whatever it does in its
+                // VM must not reach the next session's images (the gate's included).
+                let began = Instant::now();
+                match cache.store(&engine, &specs).await {
+                    Ok(path) => ctx.ui.info(format!(
+                        "saved the images for the next Colima sessions in `{}`",
+                        path.display()
+                    )),
+                    Err(e) => ctx.ui.warn(format!(
+                        "could not save the images for the next Colima sessions: {:#}",
+                        anyhow::Error::new(e)
+                    )),
+                }
+                timings_push(live, "image cache save", began);
+            }
             Ok::<_, anyhow::Error>(())
         };
         let (capacity, network, ()) = tokio::try_join!(
@@ -874,8 +909,12 @@ async fn guest_endpoint(
         // Written before the VM exists, read inside it before anything runs there.
         let nonces = crate::guest::Nonces::plant(id, mounts)?;
         let guest = if provider == crate::config::VmProvider::Colima {
+            // A folder Colima would mangle (or mount another in its place) stops the session
+            // before anything boots.
+            crate::vm::check_colima_mounts(mounts)?;
             with(live, |l| l.vm = Some((lima.clone(), name.clone())));
-            // Images are built inside on each boot (the session's image check does it).
+            // Every profile starts with an empty engine: the images come from sbx's image cache
+            // when an earlier session saved them, else they are built (see `image_cache`).
             let inst = lima.colima_start(&name, &req.settings.vm, mounts).await?;
             let guest = crate::guest::connect_instance(&lima, &inst, &vm_cache, dir).await?;
             guest
@@ -923,6 +962,33 @@ async fn guest_endpoint(
     Ok(req.endpoint.clone())
 }
 
+/// The host-side image cache a session uses: only a Colima session (its VM starts with an empty
+/// engine), and only while no folder the VM may write holds the cache (a writable mount above it
+/// would let the VM replace the images every later session loads).
+fn image_cache(
+    ctx: &Context,
+    req: &RunRequest,
+    mounts: &[crate::vm::VmMount],
+) -> Option<crate::imagecache::ImageCache> {
+    if req.vm != Some(crate::config::VmProvider::Colima) {
+        return None;
+    }
+    let dir = ctx.dirs.cache.join("vm").join("images");
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+    let cache_real = real(&ctx.dirs.cache);
+    if let Some(m) = mounts
+        .iter()
+        .find(|m| m.writable && (dir.starts_with(&m.path) || cache_real.starts_with(real(&m.path))))
+    {
+        ctx.ui.warn(format!(
+            "not using sbx's image cache: the session VM may write `{}`, which holds it",
+            m.path.display()
+        ));
+        return None;
+    }
+    Some(crate::imagecache::ImageCache::new(dir))
+}
+
 /// What `sbx gc` did.
 #[derive(Debug, Default)]
 pub struct GcReport {
@@ -962,7 +1028,17 @@ async fn gc_session(
         }
         return Ok(());
     }
-    if let Some(name) = &record.vm {
+    if let Some(recorded) = &record.vm {
+        // The record lies in the session folder, which the session's VM may write: only the name
+        // sbx gives this folder's VM is ever deleted (not another session's, nor one of yours).
+        let name = &crate::vm::session_vm(&crate::paths::base_name(dir));
+        if recorded != name {
+            ctx.ui.warn(format!(
+                "the record of session `{}` names the VM `{}`; deleting `{name}`, the one sbx made for it",
+                crate::paths::base_name(dir),
+                crate::text::printable(recorded)
+            ));
+        }
         // The containers live and die with the session's VM.
         let provider = if record.vm_provider.as_deref() == Some("colima") {
             crate::config::VmProvider::Colima
@@ -1047,6 +1123,22 @@ pub async fn gc(ctx: &Context, engine: Option<&Engine>) -> anyhow::Result<GcRepo
             {
                 lima.delete(&inst.name).await?;
                 report.vms_removed.push(inst.name.clone());
+            }
+        }
+    }
+    // Session profiles in sbx's own Colima home that are not alive: every profile there is one
+    // of this cache's sessions (Colima is not run at all when that home was never made).
+    if crate::vm::sbx_colima_home(&ctx.dirs.cache).is_dir()
+        && let Ok(lima) = crate::vm::Lima::locate_colima(&ctx.dirs.cache).await
+    {
+        for profile in lima.colima_session_profiles().await.unwrap_or_default() {
+            let id = profile.trim_start_matches("sbx-");
+            if crate::state::valid_id(id)
+                && !live_ids.iter().any(|l| l == id)
+                && !report.vms_removed.contains(&profile)
+            {
+                lima.colima_delete(&profile).await?;
+                report.vms_removed.push(profile);
             }
         }
     }

@@ -56,6 +56,22 @@ pub enum VmError {
         "VM mode cannot share `{path}`: Lima splits or misreads folder paths containing `{bad}`"
     )]
     UnsharablePath { path: PathBuf, bad: String },
+    #[error("Colima {found} is too old; sbx needs Colima 0.10.0 or newer")]
+    ColimaTooOld { found: String },
+    #[error(
+        "sbx's Colima home `{home}` is too long for the session VMs' Unix sockets (at most 103 bytes on macOS)"
+    )]
+    ColimaHomeTooLong { home: PathBuf },
+    #[error(
+        "Colima cannot mount `{path}`: its `--mount` flag splits paths at `,` and `:`, and rejects spaces"
+    )]
+    ColimaMount { path: PathBuf },
+    #[error("cannot prepare `{path}`")]
+    Home {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("Docker in the VM `{name}` did not answer within {secs} s")]
     DockerNotReady { name: String, secs: u64 },
     #[error("the VM `{name}` does not show the host's `{path}`: {why}")]
@@ -91,6 +107,15 @@ impl VmError {
                 "sbx's VMs take no settings from there: remove `{}`",
                 home.join("_config").join(file).display()
             ),
+            VmError::ColimaTooOld { .. } => {
+                "upgrade Colima (`brew upgrade colima`): sbx starts session VMs with `--port-forwarder=none` and `--mount none`, which Colima 0.10.0 introduced".into()
+            }
+            VmError::ColimaHomeTooLong { .. } => {
+                "point `XDG_CACHE_HOME` at a shorter folder (sbx keeps its Colima profiles in `$XDG_CACHE_HOME/sbx/colima`), or use Lima (`vm.provider: lima`)".into()
+            }
+            VmError::ColimaMount { .. } => {
+                "move the repository (or sbx's cache folder, `XDG_CACHE_HOME`) to a path without spaces, commas or colons, or use Lima (`vm.provider: lima`)".into()
+            }
             VmError::UnsharablePath { .. } => {
                 "move or rename the folder, or run without `--vm`".into()
             }
@@ -330,8 +355,9 @@ pub fn parse_version(v: &str) -> Option<(u32, u32)> {
 pub struct Lima {
     pub program: String,
     pub home: PathBuf,
-    /// Sessions run in Colima profiles instead of clones of the golden VM.
-    pub colima: bool,
+    /// Sessions run in Colima profiles (in sbx's own Colima home) instead of clones of the
+    /// golden VM; `home` is then that Colima home's Lima home.
+    pub colima: Option<Colima>,
     /// Where sbx pins the instances' SSH host keys (a pin goes with its instance).
     pub pins: PathBuf,
 }
@@ -347,35 +373,29 @@ impl Lima {
             return Err(VmError::Root);
         }
         if provider == VmProvider::Colima {
-            Cmd::new("colima").arg("version").run().await?;
+            let mut lima = Lima::locate_colima(&dirs.cache).await?;
+            lima.pins = dirs.cache.join("vm").join("known_hosts");
+            return Ok(lima);
         }
-        let home = match provider {
-            VmProvider::Colima => match std::env::var_os("LIMA_HOME") {
-                Some(h) if !h.is_empty() => PathBuf::from(h),
-                _ => std::env::var_os("COLIMA_HOME")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| dirs.home.join(".colima"))
-                    .join("_lima"),
-            },
-            VmProvider::Lima => std::env::var_os("SBX_LIMA_HOME")
-                .filter(|h| !h.is_empty())
-                .map(PathBuf::from)
-                .unwrap_or_else(|| dirs.cache.join("lima")),
-        };
-        let home = if provider == VmProvider::Lima {
-            let home = own_home(&home)?;
-            check_home_length(&home)?;
-            home
-        } else {
-            home
-        };
+        let home = std::env::var_os("SBX_LIMA_HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| dirs.cache.join("lima"));
+        let home = own_home(&home)?;
+        check_home_length(&home)?;
         let lima = Lima {
             program: "limactl".into(),
             home,
-            colima: provider == VmProvider::Colima,
+            colima: None,
             pins: dirs.cache.join("vm").join("known_hosts"),
         };
-        let info = lima
+        lima.check_version().await?;
+        Ok(lima)
+    }
+
+    /// `limactl info`'s version must be at least [`MIN_LIMA`].
+    async fn check_version(&self) -> Result<(), VmError> {
+        let info = self
             .cmd(&["info"])
             .timeout(Duration::from_secs(30))
             .run()
@@ -385,18 +405,15 @@ impl Lima {
             .and_then(|v| v.get("version")?.as_str().map(str::to_owned))
             .unwrap_or_default();
         match parse_version(&version) {
-            Some(v) if v >= MIN_LIMA => {}
-            _ => {
-                return Err(VmError::TooOld {
-                    found: if version.is_empty() {
-                        "(unknown)".into()
-                    } else {
-                        version
-                    },
-                });
-            }
+            Some(v) if v >= MIN_LIMA => Ok(()),
+            _ => Err(VmError::TooOld {
+                found: if version.is_empty() {
+                    "(unknown)".into()
+                } else {
+                    version
+                },
+            }),
         }
-        Ok(lima)
     }
 
     fn cmd(&self, a: &[&str]) -> Cmd {
@@ -538,7 +555,7 @@ impl Lima {
     /// Deletes a session's VM, whichever provider made it (a missing one is fine).
     pub async fn remove_session_vm(&self, name: &str) -> Result<(), VmError> {
         crate::ssh::forget(&self.pins, name);
-        if self.colima {
+        if self.colima.is_some() {
             self.colima_delete(name).await
         } else {
             self.delete(name).await

@@ -106,6 +106,18 @@ pub async fn run(
         }),
     }
     let vm = match crate::vm::Lima::locate(&ctx.dirs, settings.vm.provider).await {
+        Ok(lima) if lima.colima.is_some() => Check {
+            name: "vm mode",
+            ok: true,
+            detail: format!(
+                "Colima found; each session boots its own profile in `{}`",
+                lima.colima
+                    .as_ref()
+                    .map(|c| c.home.display().to_string())
+                    .unwrap_or_default()
+            ),
+            hint: None,
+        },
         Ok(lima) => {
             let golden = crate::guest::current_golden(&lima, &settings)
                 .await

@@ -34,7 +34,7 @@ pub async fn run(
 async fn golden(ctx: &Context, settings: &Settings) -> anyhow::Result<i32> {
     if settings.vm.provider == VmProvider::Colima {
         ctx.ui.info(
-            "Colima boots a fresh profile for every session (no golden VM to prepare); this is slower than Lima",
+            "Colima boots a fresh profile for every session (no golden VM to prepare; slower than Lima); the first session builds the images in its VM and saves them for the next ones",
         );
         return Ok(0);
     }
