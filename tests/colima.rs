@@ -20,13 +20,18 @@ fn support() -> PathBuf {
 
 /// The stand-in guest's image (Debian, sshd, Docker Engine preinstalled, as in Colima's image).
 fn build_guest_image() {
-    docker_ok(&[
-        "build",
-        "-q",
-        "-t",
-        "sbxtest-guest:latest",
-        support().join("guest").to_str().unwrap(),
-    ]);
+    for (tag, dir) in [
+        ("sbxtest-guest-bare:latest", "guest"),
+        ("sbxtest-guest:latest", "guest-docker"),
+    ] {
+        docker_ok(&[
+            "build",
+            "-q",
+            "-t",
+            tag,
+            support().join(dir).to_str().unwrap(),
+        ]);
+    }
 }
 
 /// The base image sessions build from (this machine's; the guest gets it from the double, in
