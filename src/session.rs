@@ -935,11 +935,15 @@ async fn guest_endpoint(
             let began = Instant::now();
             guest.prove_mounts(&name, &nonces).await?;
             timings_push(live, "vm mounts proven", began);
-            let began = Instant::now();
-            guest
-                .share_mounts(mounts, crate::hostids::agent_ids()?)
-                .await?;
-            timings_push(live, "vm mounts shared", began);
+            // Colima's own image has no bindfs (sbx does not provision it): its sessions see
+            // the owners Colima's file sharing reports (see the README).
+            if provider == crate::config::VmProvider::Lima {
+                let began = Instant::now();
+                guest
+                    .share_mounts(mounts, crate::hostids::agent_ids()?)
+                    .await?;
+                timings_push(live, "vm mounts shared", began);
+            }
             Ok::<_, anyhow::Error>(())
         }
         .await;

@@ -119,6 +119,9 @@ fn a_colima_session_boots_its_own_profile_and_the_next_one_reuses_its_images() {
         ("PATH", path),
         ("SBX_VM_PROVIDER", "colima".into()),
         ("LIMATEST_GUEST_IMAGE", "sbxtest-guest:latest".into()),
+        // sbx adds no ownership layer to Colima's VMs (its image has no bindfs): the double
+        // shows the host's owners, as 9p and sshfs do.
+        ("LIMATEST_MOUNT_OWNER", "host".into()),
         ("LIMATEST_PREFIX", prefix.clone()),
         ("COLIMATEST_SEED_IMAGES", base.clone()),
         ("SBX_IMAGE_DOCKERFILE", df.display().to_string()),
