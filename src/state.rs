@@ -104,8 +104,27 @@ impl Record {
         dir.join(RECORD)
     }
 
+    /// Reads the record. The session folder is shared with the session (and, in VM mode, with
+    /// a VM that may be the agent's): the file is opened without following a symlink and
+    /// without blocking on a FIFO, and must be a regular file of sane size.
     pub fn load(dir: &Path) -> std::io::Result<Record> {
-        let text = std::fs::read_to_string(Self::path(dir))?;
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        const MAX: u64 = 4 << 20;
+        let invalid = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(Self::path(dir))?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(invalid("the session record is not a regular file"));
+        }
+        if meta.len() > MAX {
+            return Err(invalid("the session record is too large"));
+        }
+        let mut text = String::new();
+        file.take(MAX).read_to_string(&mut text)?;
         serde_json::from_str(&text)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
     }
@@ -179,6 +198,22 @@ pub fn age(since: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_record_that_is_a_link_or_a_fifo_is_refused_without_blocking() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("elsewhere.json");
+        std::fs::write(&target, "{}").unwrap();
+        std::os::unix::fs::symlink(&target, super::Record::path(d.path())).unwrap();
+        assert!(super::Record::load(d.path()).is_err());
+        std::fs::remove_file(super::Record::path(d.path())).unwrap();
+        let fifo =
+            std::ffi::CString::new(super::Record::path(d.path()).to_str().unwrap().to_owned())
+                .unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        assert!(super::Record::load(d.path()).is_err());
+    }
+
     use super::*;
 
     #[test]
