@@ -14,26 +14,6 @@ use std::time::Instant;
 
 use common::*;
 
-fn support() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support")
-}
-
-/// The stand-in guest's image (Debian, sshd, Docker Engine preinstalled, as in Colima's image).
-fn build_guest_image() {
-    for (tag, dir) in [
-        ("sbxtest-guest-bare:latest", "guest"),
-        ("sbxtest-guest:latest", "guest-docker"),
-    ] {
-        docker_ok(&[
-            "build",
-            "-q",
-            "-t",
-            tag,
-            support().join(dir).to_str().unwrap(),
-        ]);
-    }
-}
-
 /// The base image sessions build from (this machine's; the guest gets it from the double, in
 /// place of the registry a real VM would pull it from).
 fn base_image() -> String {
@@ -50,27 +30,6 @@ fn small_agent_image(env: &Env) -> PathBuf {
     )
     .unwrap();
     df
-}
-
-/// Removes the stand-in guests a test's sessions left.
-struct Cleanup {
-    prefix: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let names = docker_ok(&[
-            "ps",
-            "-a",
-            "--filter",
-            &format!("name={}", self.prefix),
-            "--format",
-            "{{.Names}}",
-        ]);
-        for n in names.lines() {
-            let _ = docker(&["rm", "-f", n]);
-        }
-    }
 }
 
 fn mode(p: &Path) -> u32 {
@@ -98,7 +57,7 @@ fn a_colima_session_boots_its_own_profile_and_the_next_one_reuses_its_images() {
         );
         return;
     }
-    build_guest_image();
+    build_guest_images();
     let base = base_image();
     docker_ok(&["image", "inspect", "--format", "{{.Id}}", &base]);
 
@@ -107,7 +66,7 @@ fn a_colima_session_boots_its_own_profile_and_the_next_one_reuses_its_images() {
     let repo = env.repo("app");
     let df = small_agent_image(&env);
     let prefix = format!("colimatest-{}", std::process::id());
-    let _c = Cleanup {
+    let _c = GuestCleanup {
         prefix: prefix.clone(),
     };
     let path = format!(

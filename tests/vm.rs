@@ -10,10 +10,6 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
-fn support() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support")
-}
-
 /// A short Lima home for sbx (`SBX_LIMA_HOME`; Unix socket paths are limited), owned by the
 /// test user.
 fn lima_home() -> tempfile::TempDir {
@@ -29,26 +25,6 @@ fn lima_home() -> tempfile::TempDir {
     d
 }
 
-/// The stand-in guests: `sbxtest-guest-bare` is a fresh cloud image as far as sbx can tell (no
-/// Docker, the login user made at boot and not in the `docker` group); `sbxtest-guest` has
-/// Docker installed, as a remote Docker host or Colima's image does.
-fn build_guest_images() {
-    docker_ok(&[
-        "build",
-        "-q",
-        "-t",
-        "sbxtest-guest-bare:latest",
-        support().join("guest").to_str().unwrap(),
-    ]);
-    docker_ok(&[
-        "build",
-        "-q",
-        "-t",
-        "sbxtest-guest:latest",
-        support().join("guest-docker").to_str().unwrap(),
-    ]);
-}
-
 /// A small agent Dockerfile (loading it into a guest's engine is quick); its folder.
 fn small_agent_image(env: &Env) -> PathBuf {
     let df = env.home().join("agent-image");
@@ -59,35 +35,6 @@ fn small_agent_image(env: &Env) -> PathBuf {
     )
     .unwrap();
     df
-}
-
-struct Cleanup {
-    prefix: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let names = docker_ok(&[
-            "ps",
-            "-a",
-            "--filter",
-            &format!("name={}", self.prefix),
-            "--format",
-            "{{.Names}}",
-        ]);
-        for n in names.lines() {
-            let _ = docker(&["rm", "-f", n]);
-        }
-        let disks = docker_ok(&[
-            "images",
-            "limatest-disk",
-            "--format",
-            "{{.Repository}}:{{.Tag}}",
-        ]);
-        for d in disks.lines().filter(|d| d.contains(&self.prefix)) {
-            let _ = docker(&["rmi", "-f", d]);
-        }
-    }
 }
 
 /// The instance folders in a Lima home.
@@ -136,7 +83,7 @@ fn a_vm_session_runs_in_a_guest_over_ssh_and_leaves_nothing_but_kept_work() {
     let cache = env.home().join("c".repeat(64));
     let sessions = cache.join("sbx/sessions");
     let prefix = format!("limatest-{}", std::process::id());
-    let _c = Cleanup {
+    let _c = GuestCleanup {
         prefix: prefix.clone(),
     };
     let path = format!(
@@ -572,7 +519,7 @@ fn docker_host_over_ssh_drives_a_remote_engine() {
     // The remote Linux machine: sshd and Docker, with the user's files at the same paths (as a
     // shared home would give), and the images loaded.
     let name = format!("sbxtest-remote-{}", std::process::id());
-    let _c = Cleanup {
+    let _c = GuestCleanup {
         prefix: name.clone(),
     };
     let home = env.home().display().to_string();

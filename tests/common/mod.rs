@@ -518,3 +518,57 @@ pub fn only_session(env: &Env) -> String {
     assert_eq!(ids.len(), 1, "sessions: {ids:?}");
     ids[0].clone()
 }
+
+/// The test doubles and stand-in guest images (`tests/support`).
+pub fn support() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support")
+}
+
+/// The stand-in guests: `sbxtest-guest-bare` is a fresh cloud image as far as sbx can tell (no
+/// Docker, the login user made at boot and not in the `docker` group); `sbxtest-guest` has
+/// Docker installed, as a remote Docker host or Colima's image does.
+pub fn build_guest_images() {
+    for (tag, dir) in [
+        ("sbxtest-guest-bare:latest", "guest"),
+        ("sbxtest-guest:latest", "guest-docker"),
+    ] {
+        docker_ok(&[
+            "build",
+            "-q",
+            "-t",
+            tag,
+            support().join(dir).to_str().unwrap(),
+        ]);
+    }
+}
+
+/// Removes, when dropped, the stand-in guests (containers named with `prefix`) and the disks the
+/// `limactl` double kept for them.
+pub struct GuestCleanup {
+    pub prefix: String,
+}
+
+impl Drop for GuestCleanup {
+    fn drop(&mut self) {
+        let names = docker_ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("name={}", self.prefix),
+            "--format",
+            "{{.Names}}",
+        ]);
+        for n in names.lines() {
+            let _ = docker(&["rm", "-f", n]);
+        }
+        let disks = docker_ok(&[
+            "images",
+            "limatest-disk",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+        ]);
+        for d in disks.lines().filter(|d| d.contains(&self.prefix)) {
+            let _ = docker(&["rmi", "-f", d]);
+        }
+    }
+}
