@@ -6,21 +6,35 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-/// The built-in allowlist: what Claude Code and the usual package managers need.
-pub const DEFAULT_HOSTS: &[&str] = &[
-    "api.anthropic.com",
-    "statsig.anthropic.com",
-    "sentry.io",
-    "registry.npmjs.org",
-    "registry.yarnpkg.com",
-    "proxy.golang.org",
-    "sum.golang.org",
-    "github.com",
-    "api.github.com",
-    "codeload.github.com",
-    "objects.githubusercontent.com",
-    "ghcr.io",
-];
+/// The built-in allowlist as shipped: one `ENTRY  REASON` per line, `#` comments.
+const DEFAULTS_FILE: &str = include_str!("allowlist/defaults.txt");
+
+/// One entry of the built-in allowlist and why it is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefaultEntry {
+    pub entry: &'static str,
+    pub reason: &'static str,
+}
+
+/// The built-in allowlist: what Claude Code, git, `gh` and the usual package managers need
+/// (`src/allowlist/defaults.txt`; a unit test keeps every line valid and explained).
+pub fn defaults() -> Vec<DefaultEntry> {
+    parse_defaults(DEFAULTS_FILE)
+}
+
+fn parse_defaults(text: &'static str) -> Vec<DefaultEntry> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (entry, reason) = l.split_once(char::is_whitespace).unwrap_or((l, ""));
+            DefaultEntry {
+                entry,
+                reason: reason.trim(),
+            }
+        })
+        .collect()
+}
 
 /// Ports an entry without `:PORT` opens.
 pub const WEB_PORTS: [u16; 2] = [80, 443];
@@ -351,5 +365,42 @@ mod tests {
         assert_eq!(v, vec![p("b.com"), p("a.com")]);
         assert_eq!(p("x.com").ports(), vec![80, 443]);
         assert_eq!(p("x.com:22").ports(), vec![22]);
+    }
+
+    #[test]
+    fn the_default_list_parses_and_every_entry_says_why() {
+        let list = defaults();
+        assert!(list.len() >= 10, "{list:?}");
+        let mut seen = std::collections::BTreeSet::new();
+        for d in &list {
+            let e: Entry = d.entry.parse().unwrap_or_else(|e| panic!("{e}"));
+            assert!(seen.insert(e), "`{}` is listed twice", d.entry);
+            assert!(d.reason.len() >= 10, "`{}` has no reason", d.entry);
+        }
+        // What current Claude Code needs to sign in, refresh its login and work.
+        for host in ["api.anthropic.com", "platform.claude.com", "claude.ai"] {
+            assert!(list.iter().any(|d| d.entry == host), "{host} missing");
+        }
+        // Third-party telemetry accepts anyone's data: a way out, never allowed by default.
+        for host in [
+            "sentry.io",
+            "statsig.anthropic.com",
+            "http-intake.logs.us5.datadoghq.com",
+        ] {
+            assert!(!list.iter().any(|d| d.entry == host), "{host} listed");
+        }
+        assert_eq!(
+            parse_defaults("# c\n\n  a.com   why it is here  \nb.com\n"),
+            vec![
+                DefaultEntry {
+                    entry: "a.com",
+                    reason: "why it is here"
+                },
+                DefaultEntry {
+                    entry: "b.com",
+                    reason: ""
+                },
+            ]
+        );
     }
 }

@@ -17,6 +17,8 @@ pub struct Query {
     pub outcome: String,
     /// Addresses in the reply, when allowed.
     pub answers: Vec<String>,
+    /// Asked by sbx's start-up self-check, not by the agent.
+    pub selfcheck: bool,
 }
 
 /// A connection the firewall refused.
@@ -27,6 +29,8 @@ pub struct Refusal {
     pub protocol: String,
     pub port: Option<u16>,
     pub uid: Option<u32>,
+    /// Made by sbx's start-up self-check, not by the agent.
+    pub selfcheck: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -67,6 +71,7 @@ pub fn parse_dns_log(text: &str) -> Vec<Query> {
                     qtype: qtype.to_owned(),
                     outcome: "asked".into(),
                     answers: Vec::new(),
+                    selfcheck: false,
                 },
             );
             continue;
@@ -105,17 +110,15 @@ pub fn parse_refused_log(text: &str) -> Vec<Refusal> {
                 protocol: field("PROTO=").unwrap_or_else(|| "?".into()),
                 port: field("DPT=").and_then(|p| p.parse().ok()),
                 uid: field("UID=").and_then(|u| u.parse().ok()),
+                selfcheck: false,
             })
         })
         .collect()
 }
 
-/// Reverse lookups and sbx's own probe are noise in a summary.
+/// Reverse lookups are noise in a summary.
 fn worth_reporting(name: &str) -> bool {
-    !(name.ends_with(".in-addr.arpa")
-        || name.ends_with(".ip6.arpa")
-        || name.starts_with("sbx-selfcheck-")
-        || name.is_empty())
+    !(name.ends_with(".in-addr.arpa") || name.ends_with(".ip6.arpa") || name.is_empty())
 }
 
 /// At most this many names are suggested as allowlist lines (the agent decides how many it
@@ -132,14 +135,48 @@ pub struct Summary {
 }
 
 impl Audit {
+    /// Marks the start-up self-check's probes as sbx's own: its first look-up of `name` (one A
+    /// and one AAAA question) and its first TCP and first UDP packet to `probe` port 9. The
+    /// self-check runs before anything of the agent's, so a later look-alike is the agent's.
+    pub fn mark_selfcheck(&mut self, name: &str, probe: Option<&str>) {
+        let mut types = Vec::new();
+        for q in self.queries.iter_mut().filter(|q| q.name == name) {
+            if !types.contains(&q.qtype) {
+                types.push(q.qtype.clone());
+                q.selfcheck = true;
+            }
+        }
+        let Some(probe) = probe else { return };
+        let mut protocols = Vec::new();
+        for r in self
+            .refused
+            .iter_mut()
+            .filter(|r| r.destination == probe && r.port == Some(9))
+        {
+            if matches!(r.protocol.as_str(), "TCP" | "UDP") && !protocols.contains(&r.protocol) {
+                protocols.push(r.protocol.clone());
+                r.selfcheck = true;
+            }
+        }
+    }
+
+    /// What the agent did, without sbx's own probes.
+    pub fn agents(&self) -> (Vec<&Query>, Vec<&Refusal>) {
+        (
+            self.queries.iter().filter(|q| !q.selfcheck).collect(),
+            self.refused.iter().filter(|r| !r.selfcheck).collect(),
+        )
+    }
+
     pub fn summary(&self) -> Summary {
         let mut s = Summary::default();
-        for q in self.queries.iter().filter(|q| q.outcome == "denied") {
+        let (queries, refused) = self.agents();
+        for q in queries.into_iter().filter(|q| q.outcome == "denied") {
             if worth_reporting(&q.name) {
                 *s.denied_names.entry(q.name.clone()).or_default() += 1;
             }
         }
-        for r in &self.refused {
+        for r in refused {
             let key = match r.port {
                 Some(p) => format!("{}:{p}/{}", r.destination, r.protocol.to_ascii_lowercase()),
                 None => format!("{} ({})", r.destination, r.protocol.to_ascii_lowercase()),
@@ -322,5 +359,37 @@ Nov 27 09:02:42 sbx-da8ee4a5 sbx-refused IN= OUT=eth0 MAC= SRC=172.24.0.2 DST=10
         s.denied_names.remove("ok.example");
         assert_eq!(s.allow_lines(), None);
         assert!(!s.render().contains("add to"));
+    }
+
+    #[test]
+    fn the_selfchecks_probes_are_marked_and_left_out_of_the_summary() {
+        let dns = "\
+Nov 27 08:45:37 dnsmasq[84]: 1 127.0.0.1/5 query[AAAA] sbx-selfcheck-ab.invalid from 127.0.0.1
+Nov 27 08:45:37 dnsmasq[84]: 1 127.0.0.1/5 config sbx-selfcheck-ab.invalid is NXDOMAIN
+Nov 27 08:45:37 dnsmasq[84]: 2 127.0.0.1/6 query[A] sbx-selfcheck-ab.invalid from 127.0.0.1
+Nov 27 08:45:37 dnsmasq[84]: 2 127.0.0.1/6 config sbx-selfcheck-ab.invalid is NXDOMAIN
+Nov 27 08:45:39 dnsmasq[84]: 3 127.0.0.1/7 query[A] sbx-selfcheck-ab.invalid from 127.0.0.1
+Nov 27 08:45:39 dnsmasq[84]: 3 127.0.0.1/7 config sbx-selfcheck-ab.invalid is NXDOMAIN
+";
+        let refused = "\
+Nov 27 09:02:40 g sbx-refused SRC=172.24.0.2 DST=172.24.0.1 PROTO=UDP SPT=5 DPT=9 UID=1000
+Nov 27 09:02:40 g sbx-refused SRC=172.24.0.2 DST=172.24.0.1 PROTO=TCP SPT=5 DPT=9 UID=1000
+Nov 27 09:02:45 g sbx-refused SRC=172.24.0.2 DST=172.24.0.1 PROTO=TCP SPT=6 DPT=9 UID=1000
+";
+        let mut a = Audit {
+            queries: parse_dns_log(dns),
+            refused: parse_refused_log(refused),
+        };
+        a.mark_selfcheck("sbx-selfcheck-ab.invalid", Some("172.24.0.1"));
+        let marks: Vec<bool> = a.queries.iter().map(|q| q.selfcheck).collect();
+        assert_eq!(marks, [true, true, false]);
+        let marks: Vec<bool> = a.refused.iter().map(|r| r.selfcheck).collect();
+        assert_eq!(marks, [true, true, false]);
+        // The agent's own look-alikes are the agent's.
+        let s = a.summary();
+        assert_eq!(s.denied_names.get("sbx-selfcheck-ab.invalid"), Some(&1));
+        assert_eq!(s.refused.get("172.24.0.1:9/tcp"), Some(&1));
+        let (q, r) = a.agents();
+        assert_eq!((q.len(), r.len()), (1, 1));
     }
 }

@@ -92,6 +92,9 @@ pub struct Settings {
     pub default_allowlist: bool,
     /// User entries only; [`Settings::allowlist`] adds the defaults.
     pub allow: Vec<String>,
+    /// Where each entry of `allow` came from, in the same order.
+    #[serde(skip)]
+    pub allow_sources: Vec<Source>,
     pub network: Option<String>,
     pub docker_host: Option<String>,
     /// Upstream DNS servers for the session's resolver (the engine's own when empty).
@@ -146,6 +149,15 @@ pub struct VmSettings {
     pub cpus: u32,
     pub memory_gib: f64,
     pub disk_gib: f64,
+}
+
+/// One entry of the effective allowlist, for `sbx config show`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AllowRow {
+    pub entry: String,
+    pub source: Source,
+    /// Why a built-in entry is there.
+    pub reason: Option<String>,
 }
 
 /// Where a value came from.
@@ -269,6 +281,7 @@ impl Default for Settings {
             repos: Vec::new(),
             default_allowlist: true,
             allow: Vec::new(),
+            allow_sources: Vec::new(),
             network: None,
             docker_host: None,
             dns: Vec::new(),
@@ -636,6 +649,8 @@ impl Settings {
                     message: e.to_string(),
                 });
             }
+            self.allow_sources
+                .extend(std::iter::repeat_n(src("allow"), a.len()));
             self.allow.extend(a);
             note("allow", &mut self.sources);
         }
@@ -750,16 +765,40 @@ impl Settings {
     /// The effective allowlist: the defaults (unless turned off) plus every user entry.
     pub fn allowlist(&self) -> Result<Vec<Entry>, allowlist::EntryError> {
         let defaults = if self.default_allowlist {
-            allowlist::DEFAULT_HOSTS
+            allowlist::defaults()
         } else {
-            &[]
+            Vec::new()
         };
         allowlist::parse_all(
             defaults
                 .iter()
-                .copied()
+                .map(|d| d.entry)
                 .chain(self.allow.iter().map(String::as_str)),
         )
+    }
+
+    /// The effective allowlist as people read it: every entry as written, with where it came
+    /// from (the built-in list says why each of its entries is there).
+    pub fn allowlist_rows(&self) -> Vec<AllowRow> {
+        let defaults = allowlist::defaults();
+        let builtin = defaults
+            .iter()
+            .filter(|_| self.default_allowlist)
+            .map(|d| AllowRow {
+                entry: d.entry.to_owned(),
+                source: Source::Default,
+                reason: Some(d.reason.to_owned()),
+            });
+        let user = self.allow.iter().enumerate().map(|(i, a)| AllowRow {
+            entry: a.clone(),
+            source: self
+                .allow_sources
+                .get(i)
+                .cloned()
+                .unwrap_or(Source::Default),
+            reason: None,
+        });
+        builtin.chain(user).collect()
     }
 
     pub fn source_of(&self, key: &str) -> Source {
@@ -924,7 +963,7 @@ mod tests {
         assert_eq!(s.source_of("allow"), Source::Flag);
         assert_eq!(s.source_of("image.tag"), Source::Default);
         let list = s.allowlist().unwrap();
-        assert!(list.len() > allowlist::DEFAULT_HOSTS.len());
+        assert!(list.len() > allowlist::defaults().len());
     }
 
     #[test]

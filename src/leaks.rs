@@ -256,6 +256,7 @@ mod tests {
             protocol: "TCP".into(),
             port: Some(80),
             uid: Some(1000),
+            selfcheck: false,
         }
     }
 

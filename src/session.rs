@@ -308,25 +308,11 @@ pub fn read_audit(dir: &Path) -> crate::audit::Audit {
     }
 }
 
-/// The audit of the command's part of a session: without the start-up self-check's probes (its
-/// look-up of a name of its own, and its first TCP and UDP probe of the gateway's port 9).
+/// The session's audit with the start-up self-check's probes marked as sbx's own (its look-up
+/// of a name of its own, and its first TCP and UDP probe of the gateway's port 9).
 pub fn record_audit(dir: &Path, record: &Record) -> crate::audit::Audit {
     let mut audit = read_audit(dir);
-    audit
-        .queries
-        .retain(|q| q.name != selfcheck_name(&record.id));
-    if let Some(probe) = &record.probe {
-        let mut seen = (false, false);
-        audit.refused.retain(|r| {
-            let is_probe = r.destination == *probe && r.port == Some(9);
-            let first = match r.protocol.as_str() {
-                "TCP" => !std::mem::replace(&mut seen.0, true),
-                "UDP" => !std::mem::replace(&mut seen.1, true),
-                _ => false,
-            };
-            !(is_probe && first)
-        });
-    }
+    audit.mark_selfcheck(&selfcheck_name(&record.id), record.probe.as_deref());
     audit
 }
 

@@ -41,6 +41,8 @@ pub fn widenings(below: &Settings, with: &Settings) -> Vec<Widening> {
         repos,
         default_allowlist,
         allow,
+        // Where each `allow` entry came from: not a setting of its own.
+        allow_sources: _,
         network,
         docker_host,
         dns,
@@ -73,7 +75,7 @@ pub fn widenings(below: &Settings, with: &Settings) -> Vec<Widening> {
             "default_allowlist",
             format!(
                 "turns the built-in allowlist back on ({} hosts)",
-                allowlist::DEFAULT_HOSTS.len()
+                allowlist::defaults().len()
             ),
         );
     }

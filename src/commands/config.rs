@@ -33,6 +33,7 @@ pub fn show(ctx: &Context, json: bool, docker_host: Option<String>) -> anyhow::R
             "NOT trusted: sbx refuses it until you approve it with `sbx trust`".to_owned()
         }
     };
+    let allowlist = settings.allowlist_rows();
     if json {
         let mut v: Vec<serde_json::Value> = rows
             .iter()
@@ -45,6 +46,13 @@ pub fn show(ctx: &Context, json: bool, docker_host: Option<String>) -> anyhow::R
         v.push(serde_json::json!({
             "key": "project_file", "value": file, "source": note,
             "status": status, "widens": widenings,
+        }));
+        v.push(serde_json::json!({
+            "key": "allowlist",
+            "value": allowlist.iter().map(|a| serde_json::json!({
+                "entry": a.entry, "source": a.source.to_string(), "reason": a.reason,
+            })).collect::<Vec<_>>(),
+            "source": "the built-in entries (unless `default_allowlist` is false) and every `allow`",
         }));
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -61,6 +69,21 @@ pub fn show(ctx: &Context, json: bool, docker_host: Option<String>) -> anyhow::R
         println!("{:<width$}  {}  # {}", "project_file", p(&file), p(&note));
         for w in widenings {
             println!("{:<width$}    # {w}", "");
+        }
+        println!(
+            "\nallowlist ({} entries; each opens ports 80 and 443 unless it names a port):",
+            allowlist.len()
+        );
+        let ewidth = allowlist.iter().map(|a| a.entry.len()).max().unwrap_or(10);
+        for a in &allowlist {
+            let from = match &a.reason {
+                Some(r) => format!("built in: {r}"),
+                None => a.source.to_string(),
+            };
+            println!("  {:<ewidth$}  # {}", p(&a.entry), p(&from));
+        }
+        if !settings.default_allowlist {
+            println!("  # the built-in entries are off (`default_allowlist: false`)");
         }
     }
     Ok(0)

@@ -31,33 +31,40 @@ pub fn run(ctx: &Context, id: &str, json: bool) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&log)?);
         return Ok(0);
     }
-    // Every field below comes from logs of what the agent did: shown escaped.
-    let p = |s: &str| crate::text::printable(s);
-    println!("session {}  ({})", record.id, p(&record.command.join(" ")));
-    println!("\nDNS questions ({}):", audit.queries.len());
-    for q in &audit.queries {
-        println!(
-            "  {}  {:<5} {:<40} {}{}",
-            p(&q.time),
-            p(&q.qtype),
-            p(&q.name),
-            p(&q.outcome),
-            if q.answers.is_empty() {
-                String::new()
-            } else {
-                format!(" -> {}", p(&q.answers.join(", ")))
-            }
-        );
+    println!(
+        "session {}  ({})",
+        record.id,
+        crate::text::printable(&record.command.join(" "))
+    );
+    let (queries, refused) = audit.agents();
+    println!("\nDNS questions ({}):", queries.len());
+    for q in queries {
+        println!("  {}", query_line(q));
     }
-    println!("\nrefused connections ({}):", audit.refused.len());
-    for r in &audit.refused {
-        let port = r.port.map(|p| format!(":{p}")).unwrap_or_default();
+    println!("\nrefused connections ({}):", refused.len());
+    for r in refused {
+        println!("  {}", refusal_line(r));
+    }
+    let own: Vec<String> = audit
+        .queries
+        .iter()
+        .filter(|q| q.selfcheck)
+        .map(query_line)
+        .chain(
+            audit
+                .refused
+                .iter()
+                .filter(|r| r.selfcheck)
+                .map(refusal_line),
+        )
+        .collect();
+    if !own.is_empty() {
         println!(
-            "  {}  {} {}{port}",
-            p(&r.time),
-            p(&r.protocol),
-            p(&r.destination)
+            "\nsbx's own start-up self-check (before the command; denied and refused as it must be):"
         );
+        for l in own {
+            println!("  {l}");
+        }
     }
     if let Some(lines) = summary.allow_lines() {
         println!(
@@ -85,4 +92,32 @@ pub fn find(ctx: &Context, id: &str) -> anyhow::Result<(std::path::PathBuf, Reco
             "give more of the session id (`sbx ls --all`)",
         )),
     }
+}
+
+// Every field comes from logs of what the agent did: shown escaped.
+fn query_line(q: &crate::audit::Query) -> String {
+    let p = crate::text::printable;
+    format!(
+        "{}  {:<5} {:<40} {}{}",
+        p(&q.time),
+        p(&q.qtype),
+        p(&q.name),
+        p(&q.outcome),
+        if q.answers.is_empty() {
+            String::new()
+        } else {
+            format!(" -> {}", p(&q.answers.join(", ")))
+        }
+    )
+}
+
+fn refusal_line(r: &crate::audit::Refusal) -> String {
+    let p = crate::text::printable;
+    let port = r.port.map(|p| format!(":{p}")).unwrap_or_default();
+    format!(
+        "{}  {} {}{port}",
+        p(&r.time),
+        p(&r.protocol),
+        p(&r.destination)
+    )
 }
