@@ -448,6 +448,44 @@ fn set_mode(p: &Path, mode: u32) -> std::io::Result<()> {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
 }
 
+/// The Claude Code version an image holds (`claude --version`, run with no network, no
+/// capability and as nobody), or `None` when it has none or it does not answer.
+pub async fn image_version(
+    engine: &crate::engine::Engine,
+    image: &str,
+    owner: &str,
+) -> Option<String> {
+    let spec = crate::container::ContainerSpec {
+        name: format!("sbx-claude-version-{}", crate::state::new_id()),
+        image: image.to_owned(),
+        user: "65534:65534".into(),
+        cmd: vec!["claude".into(), "--version".into()],
+        labels: [(crate::container::OWNER_LABEL.to_owned(), owner.to_owned())].into(),
+        cap_drop: vec!["ALL".into()],
+        security_opt: vec!["no-new-privileges".into()],
+        network_mode: "none".into(),
+        pids_limit: 256,
+        read_only_rootfs: true,
+        tmpfs: [("/tmp".to_owned(), "size=64m".to_owned())].into(),
+        ..Default::default()
+    };
+    let out = engine
+        .run_once(&spec, std::time::Duration::from_secs(30))
+        .await
+        .ok()?;
+    parse_version(&out)
+}
+
+/// `2.1.332 (Claude Code)` -> `2.1.332`.
+fn parse_version(out: &str) -> Option<String> {
+    let first = out.split_whitespace().next()?;
+    let ok = !first.is_empty()
+        && first.len() <= 32
+        && first.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && first.contains('.');
+    ok.then(|| first.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -621,5 +659,15 @@ mod tests {
         let done = bring_back(&h, &s, &p.login_fingerprint).unwrap();
         assert_eq!(done, BroughtBack::default());
         assert!(!h.dir.join(CREDENTIALS).exists());
+    }
+
+    #[test]
+    fn versions_are_read_from_claude_dash_dash_version() {
+        assert_eq!(
+            parse_version("2.1.332 (Claude Code)\n").as_deref(),
+            Some("2.1.332")
+        );
+        assert_eq!(parse_version("bash: claude: command not found"), None);
+        assert_eq!(parse_version(""), None);
     }
 }

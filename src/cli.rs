@@ -152,6 +152,9 @@ pub struct SetupArgs {
     /// Prepare the golden VM for `sbx run --vm` (a fast no-op when it is up to date).
     #[arg(long)]
     pub vm: bool,
+    /// Rebuild the sandbox image with the newest Claude Code (its self-updater is off inside).
+    #[arg(long)]
+    pub update: bool,
 }
 
 #[derive(Debug, Args)]

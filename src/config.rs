@@ -126,6 +126,10 @@ pub struct ImageSettings {
     pub dockerfile: Option<PathBuf>,
     pub base: String,
     pub extra_ca_certs: Vec<PathBuf>,
+    /// Set by `sbx setup --update` (not a setting): a new value rebuilds the image's Claude Code
+    /// layer with the newest release.
+    #[serde(skip)]
+    pub claude_code_refresh: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -295,6 +299,7 @@ impl Default for Settings {
                 dockerfile: None,
                 base: DEFAULT_BASE_IMAGE.into(),
                 extra_ca_certs: Vec::new(),
+                claude_code_refresh: None,
             },
             claude: ClaudeSettings {
                 config: ClaudeConfig::Mount,

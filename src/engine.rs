@@ -71,6 +71,8 @@ pub enum EngineError {
     },
     #[error("the {role} image `{tag}` is missing; run `sbx setup`")]
     ImageMissing { role: String, tag: String },
+    #[error("{what} did not finish within {secs} s")]
+    Timeout { what: String, secs: u64 },
 }
 
 impl EngineError {
@@ -608,6 +610,33 @@ impl Engine {
             .await
             .map(|_| ())
             .map_err(api(format!("create the container `{}`", spec.name)))
+    }
+
+    /// Runs a short command to its end in a throwaway container and returns its output
+    /// (stdout and stderr); the container is removed whatever happens.
+    pub async fn run_once(
+        &self,
+        spec: &ContainerSpec,
+        limit: std::time::Duration,
+    ) -> Result<String, EngineError> {
+        self.create_container(spec).await?;
+        let run = async {
+            let mut output = self.attach_output(&spec.name).await?;
+            self.start_container(&spec.name).await?;
+            let mut out = Vec::new();
+            while let Some(Ok(chunk)) = output.next().await {
+                out.extend_from_slice(&chunk.into_bytes());
+            }
+            Ok(String::from_utf8_lossy(&out).into_owned())
+        };
+        let r = tokio::time::timeout(limit, run).await;
+        let _ = self.remove_container(&spec.name).await;
+        r.unwrap_or_else(|_| {
+            Err(EngineError::Timeout {
+                what: format!("the container `{}`", spec.name),
+                secs: limit.as_secs(),
+            })
+        })
     }
 
     /// Attaches to a created container's output; call before starting it to miss nothing.

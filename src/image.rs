@@ -74,7 +74,11 @@ pub fn agent_image(settings: &Settings) -> Result<ImageSpec, ImageError> {
         ],
     };
     files.extend(ca_files(&settings.image.extra_ca_certs)?);
-    let build_args = BTreeMap::from([("BASE_IMAGE".to_owned(), settings.image.base.clone())]);
+    let mut build_args = BTreeMap::from([("BASE_IMAGE".to_owned(), settings.image.base.clone())]);
+    if let Some(r) = &settings.image.claude_code_refresh {
+        // A custom Dockerfile may use it too (`ARG CLAUDE_CODE_REFRESH` before its install).
+        build_args.insert("CLAUDE_CODE_REFRESH".to_owned(), r.clone());
+    }
     Ok(spec("sandbox", &settings.image.tag, files, build_args))
 }
 

@@ -593,6 +593,12 @@ async fn start_and_exec(
         "GIT_CONFIG_VALUE_0=false".into(),
         "GIT_CONFIG_KEY_1=tag.gpgsign".into(),
         "GIT_CONFIG_VALUE_1=false".into(),
+        // Claude Code, also in a custom image: no self-updating in a container that is thrown
+        // away (`sbx setup --update`), and no third-party telemetry or error reporting, whose
+        // hosts are not on the allowlist (anyone's account there would be a way out).
+        "DISABLE_AUTOUPDATER=1".into(),
+        "DISABLE_TELEMETRY=1".into(),
+        "DISABLE_ERROR_REPORTING=1".into(),
     ];
     if inputs.claude.is_some() {
         // Claude Code then keeps its `.claude.json` inside the mounted copy too.

@@ -78,6 +78,7 @@ pub async fn run(
                             Some(_) => (false, format!("`{}` is out of date", s.tag)),
                             None => (false, format!("`{}` is not built", s.tag)),
                         };
+                        let built = ok;
                         checks.push(Check {
                             name: if s.role == "gate" {
                                 "gate image"
@@ -88,6 +89,9 @@ pub async fn run(
                             detail,
                             hint: (!ok).then(|| "run `sbx setup`".into()),
                         });
+                        if s.role == "sandbox" && built {
+                            checks.push(claude_code(&engine, &s.tag, &ctx.dirs.owner_tag()).await);
+                        }
                     }
                 }
                 Err(e) => checks.push(Check {
@@ -167,6 +171,20 @@ pub async fn run(
     // VM mode is optional: its row informs and never fails the check.
     print(&vm, if vm.ok { "ok" } else { "--" });
     Ok(if failed == 0 { 0 } else { 1 })
+}
+
+/// Which Claude Code the sandbox image has; informs, never fails (a custom image may have none).
+async fn claude_code(engine: &Engine, tag: &str, owner: &str) -> Check {
+    let detail = match crate::claude::image_version(engine, tag, owner).await {
+        Some(v) => format!("{v} in `{tag}` (self-updater off inside)"),
+        None => format!("none that answers `claude --version` in `{tag}`"),
+    };
+    Check {
+        name: "claude code",
+        ok: true,
+        detail,
+        hint: Some("`sbx setup --update` rebuilds the image with the newest release".into()),
+    }
 }
 
 /// `sbx doctor --leaks`: see the `leaks` module.

@@ -141,15 +141,29 @@ pub fn load(ctx: &Context, project_root: Option<&Path>, flags: Layer) -> anyhow:
     let below = user
         .clone()
         .with_env_and_flags(env.clone(), &cwd, flags.clone())?;
-    let settings = user
+    let mut settings = user
         .with_project(project.as_ref())?
         .with_env_and_flags(env, &cwd, flags)?;
+    settings.image.claude_code_refresh = claude_code_refresh(ctx);
     let status = approvals(ctx).status(project.as_ref(), &below, &settings)?;
     Ok(Loaded {
         settings,
         project,
         status,
     })
+}
+
+/// Where `sbx setup --update` keeps the stamp that makes image builds fetch the newest Claude
+/// Code (kept, so that a later rebuild for another reason does not go back to an older one).
+pub fn refresh_file(ctx: &Context) -> PathBuf {
+    ctx.dirs.cache.join("claude-code-refresh")
+}
+
+fn claude_code_refresh(ctx: &Context) -> Option<String> {
+    let text = std::fs::read_to_string(refresh_file(ctx)).ok()?;
+    let stamp = text.trim();
+    (!stamp.is_empty() && stamp.len() <= 32 && stamp.chars().all(|c| c.is_ascii_alphanumeric()))
+        .then(|| stamp.to_owned())
 }
 
 /// The user's project-file approvals.

@@ -15,7 +15,11 @@ pub async fn run(
     args: SetupArgs,
     docker_host: Option<String>,
 ) -> anyhow::Result<i32> {
-    let settings = super::load_settings(ctx, super::project_root().as_deref(), Layer::default())?;
+    let mut settings =
+        super::load_settings(ctx, super::project_root().as_deref(), Layer::default())?;
+    if args.update {
+        settings.image.claude_code_refresh = Some(new_refresh(ctx)?);
+    }
     if args.vm {
         return golden(ctx, &settings).await;
     }
@@ -25,7 +29,35 @@ pub async fn run(
     if !built {
         ctx.ui.info("images are up to date");
     }
+    if args.update {
+        let version =
+            crate::claude::image_version(&engine, &settings.image.tag, &ctx.dirs.owner_tag()).await;
+        ctx.ui.info(match version {
+            Some(v) => format!("Claude Code {v} in `{}`", settings.image.tag),
+            None => format!(
+                "`{}` has no `claude` that answers `claude --version` (a custom image?)",
+                settings.image.tag
+            ),
+        });
+    }
     Ok(0)
+}
+
+/// A new stamp for the image's Claude Code layer, kept for later builds.
+fn new_refresh(ctx: &Context) -> anyhow::Result<String> {
+    let stamp = format!(
+        "{}{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default(),
+        crate::state::new_id()
+    );
+    crate::state::create_private_dir(&ctx.dirs.cache)?;
+    let path = super::refresh_file(ctx);
+    std::fs::write(&path, format!("{stamp}\n"))
+        .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", path.display()))?;
+    Ok(stamp)
 }
 
 /// Prepares (or confirms) the golden VM for these settings: create, first boot, Docker inside,
