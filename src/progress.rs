@@ -121,6 +121,23 @@ impl Ui {
     pub fn clear(&self) {
         let _ = self.multi.clear();
     }
+
+    /// Hands the terminal over (before a command's output) or takes it back (after): bars
+    /// cleared, and the cursor at the start of an empty line. A line printed with bars on ends
+    /// padded to the terminal's width instead of with a newline, which a command that starts
+    /// with a carriage return would overwrite; a command may end with a partial line.
+    pub fn fresh_line(&self) {
+        self.clear();
+        if !crate::terminal::stderr_is_tty() {
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        let _ = match crate::terminal::stderr_width() {
+            Some(cols) => err.write_all(crate::terminal::fresh_line_sequence(cols).as_bytes()),
+            None => err.write_all(b"\r\n"),
+        };
+        let _ = err.flush();
+    }
 }
 
 pub struct Bar {

@@ -239,12 +239,13 @@ pub async fn run(ctx: &Context, req: RunRequest) -> anyhow::Result<RunOutcome> {
     let result = tokio::select! {
         r = start_and_exec(ctx, &req, &id, &dir, &live, &mut record, &mut timings) => r,
         sig = signals.next() => {
-            ctx.ui.clear();
+            ctx.ui.fresh_line();
             ctx.ui.notice(format!("{} received, stopping the session", signal_name(sig)));
             Ok((128 + sig, Vec::new()))
         }
     };
-    ctx.ui.clear();
+    // Whatever the command left on its last line, sbx's own lines start on a fresh one.
+    ctx.ui.fresh_line();
 
     let began = Instant::now();
     let outcomes = tokio::select! {
@@ -640,7 +641,8 @@ async fn start_and_exec(
         stdin: true,
         size: if tty { crate::terminal::size() } else { None },
     };
-    ctx.ui.clear();
+    // Every line sbx printed is finished before the command's output starts.
+    ctx.ui.fresh_line();
     let result = crate::attach::run(&engine, &agent.name, spec, req.capture).await?;
     timings.first_output = result.first_output.map(|f| f.duration_since(timings.start));
     timings_push(live, "exec", began);

@@ -21,6 +21,21 @@ pub fn size() -> Option<(u16, u16)> {
     (ws.ws_row > 0 && ws.ws_col > 0).then_some((ws.ws_row, ws.ws_col))
 }
 
+/// Columns of the terminal on stderr, when there is one.
+pub fn stderr_width() -> Option<u16> {
+    let ws = rustix::termios::tcgetwinsize(std::io::stderr()).ok()?;
+    (ws.ws_col > 0).then_some(ws.ws_col)
+}
+
+/// What moves the cursor to the start of an empty line from wherever it is, on a terminal of
+/// `cols` columns: autowrap on, then a full line of spaces (from column 0 it fills the line and
+/// stays there; from further right, or after a line padded to the width, it wraps), then back
+/// to column 0 and erase the line. Unlike a plain newline it adds no blank line when the cursor
+/// is at the start of one already.
+pub fn fresh_line_sequence(cols: u16) -> String {
+    format!("\x1b[?7h{}\r\x1b[K", " ".repeat(usize::from(cols)))
+}
+
 /// The value for `TERM` inside: the user's, or a safe default.
 pub fn term() -> String {
     std::env::var("TERM")

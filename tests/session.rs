@@ -287,31 +287,60 @@ fn a_tty_is_used_when_stdin_is_a_terminal() {
     let _g = SessionGuard { env: &env };
     let repo = env.repo("app");
     // `script` gives sbx a pseudo-terminal for stdin and stdout.
-    let cmd = format!(
-        "{} run -- sh -c 'tty; echo term=$TERM; exit 4'",
-        sbx_bin().display()
+    let (out, code) = in_terminal(
+        &env,
+        &repo,
+        "run -- sh -c 'tty; echo term=$TERM; exit 4'",
+        (100, 30),
+        &[],
+        b"",
     );
-    let c = env.sbx();
-    let o = std::process::Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .env_clear()
-        .envs(
-            c.get_envs()
-                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
-        )
-        .env("TERM", "xterm-256color")
-        .current_dir(&repo)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let out = stdout(&o);
-    assert!(
-        out.contains("/dev/pts/"),
-        "no TTY inside:\n{out}\n{}",
-        stderr(&o)
-    );
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("/dev/pts/"), "no TTY inside:\n{out}");
     assert!(out.contains("term=xterm-256color"), "{out}");
-    assert_eq!(o.status.code(), Some(4), "{out}");
+    assert_eq!(code, Some(4), "{out}");
+}
+
+/// What sbx prints before the command is finished before the command's first byte (one that
+/// starts with a carriage return included), and its summary starts on a line of its own after
+/// a command that ends mid-line, on a terminal with progress bars on.
+#[test]
+fn the_terminal_hand_over_leaves_no_partial_line() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    let _g = SessionGuard { env: &env };
+    let repo = env.repo("app");
+    let size = (120, 40);
+    let (out, code) = in_terminal(
+        &env,
+        &repo,
+        r#"run -- bash -c 'printf "\rFIRST\n"; getent hosts denied.example; printf partial'"#,
+        size,
+        // A line of sbx's own before the command (bars on, as for a person).
+        &[("GH_TOKEN", "not-a-real-token")],
+        b"",
+    );
+    assert_eq!(code, Some(0));
+    let rows = screen_rows(&out, size);
+    let text = rows.join("\n");
+    let at = |needle: &str| {
+        rows.iter()
+            .position(|r| r.starts_with(needle))
+            .unwrap_or_else(|| panic!("no row starts with `{needle}`:\n{text}"))
+    };
+    let sbx_line = at("sbx: forwarding `GH_TOKEN` from your environment");
+    assert!(rows[sbx_line].ends_with("`sbx token set github`"), "{text}");
+    let first = at("FIRST");
+    assert_eq!(rows[first], "FIRST", "{text}");
+    assert_eq!(first, sbx_line + 1, "{text}");
+    let partial = at("partial");
+    assert_eq!(rows[partial], "partial", "{text}");
+    assert_eq!(
+        at("sbx: blocked during this session:"),
+        partial + 1,
+        "{text}"
+    );
 }
 
 #[test]
