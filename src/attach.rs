@@ -18,13 +18,28 @@ pub struct ExecResult {
     pub first_output: Option<Instant>,
 }
 
-/// Runs `spec` in `container` attached to this process's stdio (stdout captured instead when
-/// `capture` is set) and waits for it to end.
+/// What becomes of the command's stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Printed, as the command wrote it.
+    Pass,
+    /// Kept instead of printed (`sbx doctor --leaks`).
+    Capture,
+    /// Printed, and its last [`TEE_LIMIT`] bytes kept too (`sbx login` reads the token the
+    /// sign-in shows).
+    Tee,
+}
+
+/// How much of the output [`Output::Tee`] keeps.
+pub const TEE_LIMIT: usize = 1 << 20;
+
+/// Runs `spec` in `container` attached to this process's stdio (stdout captured or kept too,
+/// as `output` says) and waits for it to end.
 pub async fn run(
     engine: &Engine,
     container: &str,
     spec: ExecSpec,
-    capture: bool,
+    output_mode: Output,
 ) -> Result<ExecResult, EngineError> {
     let tty = spec.tty;
     let attach_stdin = spec.stdin;
@@ -100,7 +115,7 @@ pub async fn run(
             LogOutput::StdIn { .. } => continue,
         };
         // A closed stdout (`sbx run ... | head`) is not an error of the session.
-        if capture && !to_stderr {
+        if output_mode == Output::Capture && !to_stderr {
             captured.extend_from_slice(&bytes);
         } else if to_stderr {
             let mut e = std::io::stderr().lock();
@@ -108,6 +123,13 @@ pub async fn run(
         } else {
             let mut o = std::io::stdout().lock();
             let _ = o.write_all(&bytes).and_then(|_| o.flush());
+            if output_mode == Output::Tee {
+                captured.extend_from_slice(&bytes);
+                if captured.len() > 2 * TEE_LIMIT {
+                    let cut = captured.len() - TEE_LIMIT;
+                    captured.drain(..cut);
+                }
+            }
         }
     }
     if let Some(p) = pump {

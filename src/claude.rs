@@ -11,6 +11,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
+
+pub mod login;
 use sha2::{Digest, Sha256};
 
 /// Where the agent's Claude Code finds its configuration (`CLAUDE_CONFIG_DIR`): the session

@@ -76,6 +76,10 @@ pub enum Command {
     /// Measure sbx: warm sessions, phases, first output, setup, concurrency, sizes, memory.
     #[command(hide = true)]
     Bench(BenchArgs),
+    /// Sign Claude Code in: `claude setup-token` in a sandbox that reaches only the sign-in's
+    /// hosts; the long-lived token it shows is kept in the keychain as `claude`, and every
+    /// later session is signed in with it.
+    Login,
     /// Store tokens in the OS keychain; sessions get them as environment variables.
     Token {
         #[command(subcommand)]
@@ -220,6 +224,7 @@ pub async fn run(cli: Cli) -> i32 {
             command: ConfigCommand::Show { json },
         } => commands::config::show(&ctx, json, cli.docker_host),
         Command::Token { command } => commands::token::run(&ctx, command),
+        Command::Login => commands::login::run(&ctx, cli.docker_host).await,
         Command::Trust(args) => commands::trust::run(&ctx, args),
         Command::Bench(args) => commands::bench::run(&ctx, args).await,
         Command::Log { session, json } => commands::log::run(&ctx, &session, json),

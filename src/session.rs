@@ -37,8 +37,8 @@ pub struct RunRequest {
     /// config, never on a command line.
     pub secrets: Vec<(String, Secret)>,
     pub endpoint: String,
-    /// Keep the command's stdout instead of printing it (`sbx doctor --leaks`).
-    pub capture: bool,
+    /// What becomes of the command's stdout (printed, kept instead, or both).
+    pub output: crate::attach::Output,
     /// Run the containers in a fresh VM of this provider (`--vm`).
     pub vm: Option<crate::config::VmProvider>,
 }
@@ -643,7 +643,7 @@ async fn start_and_exec(
     };
     // Every line sbx printed is finished before the command's output starts.
     ctx.ui.fresh_line();
-    let result = crate::attach::run(&engine, &agent.name, spec, req.capture).await?;
+    let result = crate::attach::run(&engine, &agent.name, spec, req.output).await?;
     timings.first_output = result.first_output.map(|f| f.duration_since(timings.start));
     timings_push(live, "exec", began);
     with(live, |l| timings.phases.append(&mut l.timings));

@@ -7,50 +7,6 @@ use std::process::Stdio;
 
 use common::*;
 
-/// A DNS server of the test's own (dnsmasq) that logs every query it receives and answers
-/// from a hosts file the test can rewrite.
-fn dns_server(net: &mut TestNet, env: &Env, hosts: &str) -> (String, String, std::path::PathBuf) {
-    let dir = env.home().join("dns");
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("hosts");
-    std::fs::write(&file, hosts).unwrap();
-    let mount = format!("{}:/dns:ro", dir.display());
-    let name = format!("{}-dns", net.name);
-    docker_ok(&[
-        "run",
-        "-d",
-        "--rm",
-        "--label",
-        TEST_LABEL,
-        "--name",
-        &name,
-        "--network",
-        &net.name,
-        "--user",
-        "0",
-        "-v",
-        &mount,
-        "sbx-gate:latest",
-        "dnsmasq",
-        "-k",
-        "--user=root",
-        "--group=",
-        "--no-resolv",
-        "--no-hosts",
-        "--addn-hosts=/dns/hosts",
-        "--local-ttl=0",
-        "--log-queries",
-        "--log-facility=-",
-    ]);
-    net.adopt(&name);
-    let ip = net.ip(&name, false);
-    (name, ip, file)
-}
-
-fn dns_log(name: &str) -> String {
-    stderr(&docker(&["logs", name]))
-}
-
 #[test]
 fn wildcards_match_subdomains_and_not_look_alikes() {
     require_docker!();
@@ -316,4 +272,76 @@ fn doctor_leaks_exercises_every_channel_and_finds_none() {
         "{{.Names}}",
     ]);
     assert_eq!(left, "");
+}
+
+/// A real Claude Code start, as the first `sbx run` of a new user (no login, the default
+/// settings), on a terminal: every name it looks up is one the default allowlist allows, none
+/// refused. They reach the test's own DNS server, which knows none of them, on an internal
+/// network, so nothing leaves the machine. Its self-updater is off.
+#[test]
+fn claude_code_starts_with_no_name_refused_and_its_updater_off() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    let _g = SessionGuard { env: &env };
+    let mut net = TestNet::new(&["--internal"]);
+    let (dns, dns_ip, _) = dns_server(&mut net, &env, "");
+    let repo = env.repo("app");
+    let size = (100, 30);
+    let (out, _) = in_terminal(
+        &env,
+        &repo,
+        &format!(
+            "run --network {} -- sh -c 'echo updater=$DISABLE_AUTOUPDATER; exec timeout --foreground 90 claude'",
+            net.name
+        ),
+        size,
+        &[("SBX_DNS", &dns_ip)],
+        b"",
+    );
+    let screen = screen_rows(&out, size).join("\n");
+    // Printed before Claude Code took the screen (it may clear it).
+    assert!(
+        String::from_utf8_lossy(&out).contains("updater=1"),
+        "{screen}"
+    );
+    let image = docker_ok(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{json .Config.Env}}",
+        "sbx-sandbox:latest",
+    ]);
+    assert!(image.contains("DISABLE_AUTOUPDATER=1"), "{image}");
+
+    let id = only_session(&env);
+    let log = env.run(&repo, &["log", &id, "--json"]);
+    assert_ok(&log);
+    let v: serde_json::Value = serde_json::from_slice(&log.stdout).unwrap();
+    let queries = v["audit"]["queries"].as_array().unwrap();
+    let names = |outcome: &dyn Fn(&str) -> bool| -> Vec<String> {
+        queries
+            .iter()
+            .filter(|q| q["selfcheck"] == false && outcome(q["outcome"].as_str().unwrap_or("")))
+            .map(|q| q["name"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    assert_eq!(
+        names(&|o| o == "denied"),
+        Vec::<String>::new(),
+        "{queries:?}"
+    );
+    let asked = names(&|_| true);
+    assert!(asked.iter().any(|n| n == "api.anthropic.com"), "{asked:?}");
+    // The self-check's own look-up is there, marked as sbx's.
+    assert!(
+        queries.iter().any(|q| q["selfcheck"] == true),
+        "{queries:?}"
+    );
+    // What was allowed went to the test's own upstream.
+    assert!(
+        dns_log(&dns).contains("api.anthropic.com"),
+        "{}",
+        dns_log(&dns)
+    );
 }

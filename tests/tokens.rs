@@ -309,3 +309,123 @@ echo x > x && git add x && git commit -qm inside && git log -1 --format='%an <%a
     );
     assert_ok(&sbx(&env, &["token", "rm", "github"], None, &[]));
 }
+
+/// `sbx login` runs the sign-in (a stand-in for `claude setup-token`, whose service cannot be
+/// reached here) in a sandbox that reaches only the sign-in's hosts, reads the token it shows
+/// broken over rows of a narrow terminal, and keeps it: the next session gets it.
+#[test]
+fn login_keeps_the_token_the_sign_in_shows_and_the_next_session_gets_it() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    let _g = SessionGuard { env: &env };
+    let ns = env
+        .home()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "");
+    // An agent image whose `claude` is the stand-in.
+    let image = env.home().join("standin");
+    std::fs::create_dir_all(&image).unwrap();
+    std::fs::copy(support().join("claude-setup-token"), image.join("claude")).unwrap();
+    std::fs::write(
+        image.join("Dockerfile"),
+        "ARG BASE_IMAGE=debian:trixie-slim\nFROM ${BASE_IMAGE}\n\
+         COPY claude /usr/local/bin/claude\nRUN chmod 755 /usr/local/bin/claude\nUSER nobody\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(env.config_dir()).unwrap();
+    std::fs::write(
+        env.config_dir().join("config.yaml"),
+        format!(
+            "image:\n  dockerfile: {}\n  tag: sbxtest-claude-standin:latest\n",
+            image.display()
+        ),
+    )
+    .unwrap();
+    assert_ok(&env.run(env.home(), &["setup"]));
+    // The sign-in's look-ups go to the test's own DNS server, on an internal network.
+    let mut net = TestNet::new(&["--internal"]);
+    let (dns, dns_ip, _) = dns_server(&mut net, &env, "");
+
+    let size = (50, 30);
+    let (out, code) = in_terminal(
+        &env,
+        env.home(),
+        "login",
+        size,
+        &[
+            ("SBX_KEYRING_NAMESPACE", &ns),
+            ("SBX_NETWORK", &net.name),
+            ("SBX_DNS", &dns_ip),
+        ],
+        b"code42\r",
+    );
+    let screen = screen_rows(&out, size).join("\n");
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(screen.contains("stored your Claude login"), "{screen}");
+    let token = format!("sk-ant-oat01-code42-{}-AA", "x".repeat(90));
+    let get = sbx(&env, &["token", "get", "claude"], None, &[]);
+    assert_ok(&get);
+    assert_eq!(stdout(&get).trim(), token);
+
+    // The sign-in's sandbox allowed its hosts and nothing else, and refused none it asked for.
+    let id = session_ids(&env).pop().unwrap();
+    let log = sbx(&env, &["log", &id, "--json"], None, &[]);
+    assert_ok(&log);
+    let log: serde_json::Value = serde_json::from_slice(&log.stdout).unwrap();
+    assert_eq!(
+        log["allow"],
+        serde_json::json!(["platform.claude.com", "api.anthropic.com", "claude.ai"])
+    );
+    let queries = log["audit"]["queries"].as_array().unwrap();
+    assert!(
+        queries
+            .iter()
+            .any(|q| q["name"] == "platform.claude.com" && q["outcome"] != "denied"),
+        "{queries:?}"
+    );
+    assert!(
+        dns_log(&dns).contains("platform.claude.com"),
+        "{}",
+        dns_log(&dns)
+    );
+
+    // The next session is signed in: the token is in its command's environment.
+    let repo = env.repo("app");
+    let o = sbx(
+        &env,
+        &[
+            "run",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "echo \"tok=$CLAUDE_CODE_OAUTH_TOKEN\"",
+        ],
+        None,
+        &[("SBX_NETWORK", &net.name), ("SBX_DNS", &dns_ip)],
+    );
+    assert_ok(&o);
+    assert!(
+        stdout(&o).contains(&format!("tok={token}")),
+        "{}",
+        stdout(&o)
+    );
+    assert_ok(&sbx(&env, &["token", "rm", "claude"], None, &[]));
+}
+
+#[test]
+fn login_without_a_terminal_says_what_to_do() {
+    let env = Env::new();
+    let o = sbx(&env, &["login"], None, &[]);
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(stderr(&o).contains("needs a terminal"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("sbx token set claude"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -279,21 +279,7 @@ async fn leaks_on(
         private,
     };
 
-    // A throwaway repository for the throwaway session.
-    let repo_dir = tempfile::Builder::new().prefix("sbx-doctor-").tempdir()?;
-    let commit = [
-        "-c",
-        "user.name=sbx",
-        "-c",
-        "user.email=sbx@localhost",
-        "commit",
-        "-q",
-        "--allow-empty",
-        "-m",
-        "sbx doctor",
-    ];
-    Cmd::git(repo_dir.path()).args(["init", "-q"]).run().await?;
-    Cmd::git(repo_dir.path()).args(commit).run().await?;
+    let repo_dir = super::throwaway_repo("sbx-doctor-").await?;
     let mut s = settings.clone();
     s.network = Some(net.to_owned());
     s.default_allowlist = false;
@@ -317,7 +303,7 @@ async fn leaks_on(
         keep: false,
         secrets: Vec::new(),
         endpoint: endpoint.to_owned(),
-        capture: true,
+        output: crate::attach::Output::Capture,
         vm: None,
     };
     ctx.ui.info("running the leak check in a throwaway session");

@@ -8,6 +8,7 @@ pub mod config;
 pub mod doctor;
 pub mod gc;
 pub mod log;
+pub mod login;
 pub mod ls;
 pub mod run;
 pub mod setup;
@@ -164,6 +165,32 @@ fn claude_code_refresh(ctx: &Context) -> Option<String> {
     let stamp = text.trim();
     (!stamp.is_empty() && stamp.len() <= 32 && stamp.chars().all(|c| c.is_ascii_alphanumeric()))
         .then(|| stamp.to_owned())
+}
+
+/// An empty repository in a temporary folder (removed when dropped), for a session that works
+/// on none of the user's (`sbx doctor --leaks`, `sbx login`).
+pub async fn throwaway_repo(prefix: &str) -> anyhow::Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+    let commit = [
+        "-c",
+        "user.name=sbx",
+        "-c",
+        "user.email=sbx@localhost",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "sbx",
+    ];
+    crate::process::Cmd::git(dir.path())
+        .args(["init", "-q"])
+        .run()
+        .await?;
+    crate::process::Cmd::git(dir.path())
+        .args(commit)
+        .run()
+        .await?;
+    Ok(dir)
 }
 
 /// The user's project-file approvals.

@@ -41,7 +41,7 @@ pub async fn run(ctx: &Context, args: RunArgs, docker_host: Option<String>) -> a
         keep: args.keep,
         secrets,
         endpoint,
-        capture: false,
+        output: crate::attach::Output::Pass,
         vm: args.vm.then_some(settings_vm),
     };
     let out = session::run(ctx, req).await?;
@@ -95,7 +95,7 @@ fn session_tokens(ctx: &Context, settings: &Settings) -> anyhow::Result<Vec<(Str
         && !index.contains_key("claude")
     {
         ctx.ui.info(
-            "Claude keeps its login in the macOS Keychain, which the sandbox cannot read: run `claude setup-token`, then `sbx token set claude`",
+            "Claude Code keeps its login in the macOS Keychain, which the sandbox cannot read: run `sbx login` once (Claude Code's `claude setup-token` in a sandbox; the token it shows goes to your Keychain as `claude`)",
         );
     }
     Ok(out)

@@ -633,3 +633,51 @@ pub fn screen_rows(bytes: &[u8], (cols, rows): (u16, u16)) -> Vec<String> {
         .map(|r| r.trim_end().to_owned())
         .collect()
 }
+
+/// A DNS server of the test's own (dnsmasq) that logs every query it receives and answers
+/// from a hosts file the test can rewrite.
+pub fn dns_server(
+    net: &mut TestNet,
+    env: &Env,
+    hosts: &str,
+) -> (String, String, std::path::PathBuf) {
+    let dir = env.home().join("dns");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("hosts");
+    std::fs::write(&file, hosts).unwrap();
+    let mount = format!("{}:/dns:ro", dir.display());
+    let name = format!("{}-dns", net.name);
+    docker_ok(&[
+        "run",
+        "-d",
+        "--rm",
+        "--label",
+        TEST_LABEL,
+        "--name",
+        &name,
+        "--network",
+        &net.name,
+        "--user",
+        "0",
+        "-v",
+        &mount,
+        "sbx-gate:latest",
+        "dnsmasq",
+        "-k",
+        "--user=root",
+        "--group=",
+        "--no-resolv",
+        "--no-hosts",
+        "--addn-hosts=/dns/hosts",
+        "--local-ttl=0",
+        "--log-queries",
+        "--log-facility=-",
+    ]);
+    net.adopt(&name);
+    let ip = net.ip(&name, false);
+    (name, ip, file)
+}
+
+pub fn dns_log(name: &str) -> String {
+    stderr(&docker(&["logs", name]))
+}
