@@ -298,6 +298,16 @@ mod tests {
         s2.image.base = "debian:bookworm-slim".into();
         assert_ne!(a.fingerprint, agent_image(&s2).unwrap().fingerprint);
         assert_ne!(gate_image(&s).unwrap().fingerprint, a.fingerprint);
+        // `sbx setup --update`'s stamp rebuilds the agent's image, not the gate's.
+        let mut s3 = Settings::default();
+        s3.image.claude_code_refresh = Some("1234".into());
+        let updated = agent_image(&s3).unwrap();
+        assert_ne!(updated.fingerprint, a.fingerprint);
+        assert_eq!(updated.build_args["CLAUDE_CODE_REFRESH"], "1234");
+        assert_eq!(
+            gate_image(&s3).unwrap().fingerprint,
+            gate_image(&s).unwrap().fingerprint
+        );
     }
 
     #[test]

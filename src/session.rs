@@ -722,9 +722,10 @@ fn finish_claude(ctx: &Context, dir: &Path, record: &Record) {
     };
     let host = crate::claude::HostConfig::from_env(&ctx.dirs.home);
     match crate::claude::bring_back(&host, dir, start) {
-        Ok(done) if done.credentials || done.account => ctx
-            .ui
-            .info("kept the Claude login the session refreshed (credentials and account only)"),
+        Ok(done) if done.credentials => ctx.ui.info(
+            "kept the Claude sign-in the session made or refreshed (credentials and account only)",
+        ),
+        // A first start writes its user id and onboarding flag: kept, nothing to say.
         Ok(_) => {}
         Err(e) => ctx.ui.warn(format!(
             "could not finish the session's Claude configuration copy in `{}`: {e}",

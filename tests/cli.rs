@@ -146,6 +146,66 @@ fn config_show_lists_values_and_sources() {
             .iter()
             .any(|r| r["key"] == "git.mode" && r["value"] == "worktree")
     );
+    // The effective allowlist: the built-in hosts, each with why, and the user's, with where
+    // each came from.
+    let allow = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "allowlist")
+        .unwrap()["value"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let entry = |name: &str| {
+        allow
+            .iter()
+            .find(|a| a["entry"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {allow:?}"))
+            .clone()
+    };
+    for host in [
+        "api.anthropic.com",
+        "platform.claude.com",
+        "claude.ai",
+        "registry.npmjs.org",
+    ] {
+        let e = entry(host);
+        assert_eq!(e["source"], "default", "{e}");
+        assert!(e["reason"].as_str().unwrap().len() > 10, "{e}");
+    }
+    assert!(
+        entry("a.example.com")["source"]
+            .as_str()
+            .unwrap()
+            .ends_with(".sbx.yaml")
+    );
+    let line = |host: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{host} ")))
+            .unwrap_or_else(|| panic!("no {host} in {out}"))
+            .to_owned()
+    };
+    assert!(
+        line("platform.claude.com").contains("# built in: Claude Code"),
+        "{out}"
+    );
+    assert!(line("a.example.com").contains(".sbx.yaml"), "{out}");
+    // Turned off, the built-in hosts are gone and it says so.
+    let o = env
+        .sbx()
+        .current_dir(&repo)
+        .env("SBX_DEFAULT_ALLOWLIST", "false")
+        .args(["config", "show"])
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    assert!(!stdout(&o).contains("api.anthropic.com"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("built-in entries are off"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -189,4 +249,73 @@ fn setup_is_a_no_op_when_up_to_date() {
     let o = env.run(env.home(), &["setup"]);
     assert_ok(&o);
     assert!(stderr(&o).contains("up to date"), "{}", stderr(&o));
+}
+
+/// `sbx setup --update` builds the image's Claude Code layer again, from the npm registry, and
+/// says which version it has; `sbx doctor` shows the same; the stamp is kept, so a later plain
+/// `sbx setup` has nothing to do (and no later build goes back to an older release).
+#[test]
+fn setup_update_rebuilds_claude_code_and_doctor_shows_its_version() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    // Its own tag: other tests keep using the usual image meanwhile.
+    let tag = "sbxtest-update:latest";
+    let sbx = |args: &[&str]| {
+        env.sbx()
+            .env("SBX_IMAGE_TAG", tag)
+            .current_dir(env.home())
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = sbx(&["setup", "--update"]);
+    let _cleanup = ImageCleanup(tag);
+    assert_ok(&o);
+    let err = stderr(&o);
+    let version = err
+        .lines()
+        .find_map(|l| l.strip_prefix("sbx: Claude Code "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no version reported:\n{err}"))
+        .to_owned();
+    assert!(
+        version.split('.').count() == 3 && version.chars().all(|c| c.is_ascii_digit() || c == '.'),
+        "{version}"
+    );
+    let stamp = std::fs::read_to_string(env.cache().join("sbx/claude-code-refresh")).unwrap();
+    let history = docker_ok(&["history", "--no-trunc", "--format", "{{.CreatedBy}}", tag]);
+    assert!(
+        history.contains(&format!("CLAUDE_CODE_REFRESH={}", stamp.trim())),
+        "{history}"
+    );
+
+    let o = sbx(&["doctor"]);
+    let row = stdout(&o)
+        .lines()
+        .find(|l| l.contains("claude code"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        row.starts_with("ok") && row.contains(&version),
+        "{}",
+        stdout(&o)
+    );
+
+    let o = sbx(&["setup"]);
+    assert_ok(&o);
+    assert!(
+        stderr(&o).contains("images are up to date"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+struct ImageCleanup(&'static str);
+
+impl Drop for ImageCleanup {
+    fn drop(&mut self) {
+        let _ = docker(&["rmi", "-f", self.0]);
+    }
 }

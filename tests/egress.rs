@@ -188,6 +188,30 @@ print(http("http://{ip}/"))
     let text = env.run(&repo, &["log", &id[..4]]);
     assert_ok(&text);
     assert!(stdout(&text).contains("denied-one.example") && stdout(&text).contains("denied"));
+    // The self-check's probes are there, apart, as sbx's own: its name and its two packets to
+    // the gateway's port 9.
+    let text = stdout(&text);
+    let (agent, own) = text
+        .split_once("sbx's own start-up self-check")
+        .unwrap_or_else(|| panic!("no self-check part:\n{text}"));
+    assert!(!agent.contains("sbx-selfcheck-"), "{text}");
+    assert!(
+        own.contains(&format!("sbx-selfcheck-{id}.invalid")),
+        "{text}"
+    );
+    assert!(
+        own.contains("UDP ") && own.contains("TCP ") && own.contains(":9"),
+        "{text}"
+    );
+    let marked = |list: &str| {
+        v["audit"][list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["selfcheck"] == true)
+            .count()
+    };
+    assert_eq!((marked("queries"), marked("refused")), (2, 2), "{v}");
 }
 
 #[test]
