@@ -24,6 +24,9 @@ use tokio::io::AsyncWrite;
 use crate::container::{ContainerSpec, OWNER_LABEL, SESSION_LABEL};
 use crate::image::{FINGERPRINT_LABEL, ImageSpec};
 
+/// The most [`Engine::run_once`] keeps of a command's output.
+const RUN_ONCE_OUTPUT: usize = 64 << 10;
+
 /// What [`Engine::capacity`] reports.
 #[derive(Debug, Clone, Copy)]
 pub struct Capacity {
@@ -623,9 +626,15 @@ impl Engine {
         let run = async {
             let mut output = self.attach_output(&spec.name).await?;
             self.start_container(&spec.name).await?;
+            // An image's command may print without end: the first 64 KiB are plenty.
             let mut out = Vec::new();
             while let Some(Ok(chunk)) = output.next().await {
-                out.extend_from_slice(&chunk.into_bytes());
+                let bytes = chunk.into_bytes();
+                let room = RUN_ONCE_OUTPUT.saturating_sub(out.len());
+                out.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                if out.len() >= RUN_ONCE_OUTPUT {
+                    break;
+                }
             }
             Ok(String::from_utf8_lossy(&out).into_owned())
         };
