@@ -80,6 +80,20 @@ pub enum Command {
     /// hosts; the long-lived token it shows is kept in the keychain as `claude`, and every
     /// later session is signed in with it.
     Login,
+    /// Print shell completions, generated from this command line: `sbx completions bash >
+    /// ~/.local/share/bash-completion/completions/sbx` (zsh: into a folder on `$fpath` as
+    /// `_sbx`; fish: `~/.config/fish/completions/sbx.fish`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from this command line: `sbx man >
+    /// ~/.local/share/man/man1/sbx.1`; `--dir` writes one page per command there as well.
+    Man {
+        /// Write `sbx.1` and a page per command (`sbx-run.1`, ...) into this folder instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Store tokens in the OS keychain; sessions get them as environment variables.
     Token {
         #[command(subcommand)]
@@ -225,6 +239,8 @@ pub async fn run(cli: Cli) -> i32 {
         } => commands::config::show(&ctx, json, cli.docker_host),
         Command::Token { command } => commands::token::run(&ctx, command),
         Command::Login => commands::login::run(&ctx, cli.docker_host).await,
+        Command::Completions { shell } => commands::docs::completions(shell),
+        Command::Man { dir } => commands::docs::man(dir.as_deref()),
         Command::Trust(args) => commands::trust::run(&ctx, args),
         Command::Bench(args) => commands::bench::run(&ctx, args).await,
         Command::Log { session, json } => commands::log::run(&ctx, &session, json),

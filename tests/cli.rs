@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::process::Command;
+
 use common::*;
 
 const SBX_FAILURE: i32 = 125;
@@ -317,5 +319,54 @@ struct ImageCleanup(&'static str);
 impl Drop for ImageCleanup {
     fn drop(&mut self) {
         let _ = docker(&["rmi", "-f", self.0]);
+    }
+}
+
+/// Completions are generated for the shells and load in bash (completing a subcommand); the
+/// man page is roff that names every command, one page per command with `--dir`.
+#[test]
+fn completions_load_in_bash_and_the_man_page_names_every_command() {
+    let env = Env::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let o = env.run(env.home(), &["completions", shell]);
+        assert_ok(&o);
+        assert!(stdout(&o).contains("login"), "{shell}: {}", stdout(&o));
+    }
+    let o = env.run(env.home(), &["completions", "tcsh"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let script = env.home().join("sbx.bash");
+    std::fs::write(
+        &script,
+        stdout(&env.run(env.home(), &["completions", "bash"])),
+    )
+    .unwrap();
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            r#"source {}; COMP_WORDS=(sbx lo); COMP_CWORD=1; COMP_LINE="sbx lo"; COMP_POINT=6
+_sbx sbx lo sbx; echo "reply: ${{COMPREPLY[*]}}"
+COMP_WORDS=(sbx setup --up); COMP_CWORD=2; _sbx sbx --up setup; echo "flags: ${{COMPREPLY[*]}}""#,
+            script.display()
+        ))
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    assert!(stdout(&o).contains("reply: log login"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("flags: --update"), "{}", stdout(&o));
+
+    let o = env.run(env.home(), &["man"]);
+    assert_ok(&o);
+    let page = stdout(&o);
+    assert!(page.contains(".TH sbx 1"), "{page}");
+    for command in ["run", "login", "setup", "token", "completions"] {
+        assert!(
+            page.contains(&format!("sbx\\-{command}")),
+            "{command}: {page}"
+        );
+    }
+    let dir = env.home().join("man1");
+    assert_ok(&env.run(env.home(), &["man", "--dir", dir.to_str().unwrap()]));
+    for page in ["sbx.1", "sbx-run.1", "sbx-login.1", "sbx-token-set.1"] {
+        assert!(dir.join(page).is_file(), "{page}");
     }
 }

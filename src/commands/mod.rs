@@ -5,6 +5,7 @@
 pub mod allow;
 pub mod bench;
 pub mod config;
+pub mod docs;
 pub mod doctor;
 pub mod gc;
 pub mod log;
