@@ -41,6 +41,9 @@ pub enum Command {
     Run(RunArgs),
     /// Check the engine and build the images (a no-op when they are up to date).
     Setup(SetupArgs),
+    /// Run a second command (default: a login shell) in a running session, under exactly the
+    /// agent's restrictions: same container, firewall, user and environment, tokens included.
+    Exec(ExecArgs),
     /// List sessions: running ones and ones whose work was kept.
     Ls(LsArgs),
     /// Clean up after sessions that died: containers, networks, clean checkouts (never dirty
@@ -190,6 +193,15 @@ pub struct BenchArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The running session (id or a unique prefix); not needed when only one runs.
+    pub session: Option<String>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct LsArgs {
     /// Machine-readable output on stdout.
     #[arg(long)]
@@ -232,6 +244,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Run(args) => commands::run::run(&ctx, args, cli.docker_host).await,
         Command::Setup(args) => commands::setup::run(&ctx, args, cli.docker_host).await,
         Command::Ls(args) => commands::ls::run(&ctx, args, cli.docker_host).await,
+        Command::Exec(args) => commands::exec::run(&ctx, args).await,
         Command::Gc => commands::gc::run(&ctx, cli.docker_host).await,
         Command::Doctor(args) => commands::doctor::run(&ctx, args, cli.docker_host).await,
         Command::Config {

@@ -19,7 +19,7 @@ use crate::image::{self, ImageSpec};
 use crate::keychain::Secret;
 use crate::paths::Dirs;
 use crate::progress::Ui;
-use crate::state::{self, Lock, Phase, Record};
+use crate::state::{self, Lock, Phase, Record, TokenSource};
 use crate::worktree::{self, Checkout, Outcome, Repo};
 
 /// What every command gets: where files live and how to talk to the user.
@@ -35,7 +35,7 @@ pub struct RunRequest {
     pub keep: bool,
     /// Environment for the command only (tokens): set at exec time, never in the container's
     /// config, never on a command line.
-    pub secrets: Vec<(String, Secret)>,
+    pub secrets: Vec<(TokenSource, Secret)>,
     pub endpoint: String,
     /// What becomes of the command's stdout (printed, kept instead, or both).
     pub output: crate::attach::Output,
@@ -230,6 +230,7 @@ pub async fn run(ctx: &Context, req: RunRequest) -> anyhow::Result<RunOutcome> {
         probe: None,
         claude_login: None,
         ended: None,
+        exec: None,
     };
     record.save(&dir)?;
     let mut signals = Signals::install()?;
@@ -584,37 +585,17 @@ async fn start_and_exec(
 
     let began = Instant::now();
     let tty = crate::terminal::stdin_is_tty() && crate::terminal::stdout_is_tty();
-    let mut env = vec![
-        "HOME=/home/agent".to_owned(),
-        "USER=agent".to_owned(),
-        format!("SBX_SESSION={id}"),
-        // Forced over any repository config: the signing key stays on the host.
-        "GIT_CONFIG_COUNT=2".into(),
-        "GIT_CONFIG_KEY_0=commit.gpgsign".into(),
-        "GIT_CONFIG_VALUE_0=false".into(),
-        "GIT_CONFIG_KEY_1=tag.gpgsign".into(),
-        "GIT_CONFIG_VALUE_1=false".into(),
-        // Claude Code, also in a custom image: no self-updating in a container that is thrown
-        // away (`sbx setup --update`), and no third-party telemetry or error reporting, whose
-        // hosts are not on the allowlist (anyone's account there would be a way out).
-        "DISABLE_AUTOUPDATER=1".into(),
-        "DISABLE_TELEMETRY=1".into(),
-        "DISABLE_ERROR_REPORTING=1".into(),
-    ];
-    if inputs.claude.is_some() {
-        // Claude Code then keeps its `.claude.json` inside the mounted copy too.
-        env.push(format!(
-            "CLAUDE_CONFIG_DIR={}",
-            crate::claude::AGENT_CONFIG_DIR
-        ));
-    }
-    if tty {
-        env.push(format!("TERM={}", crate::terminal::term()));
-    }
-    env.extend(
-        req.secrets
-            .iter()
-            .map(|(k, v)| format!("{k}={}", v.expose())),
+    record.exec = Some(crate::state::ExecContext {
+        user: format!("{uid}:{gid}"),
+        working_dir: inputs.working_dir.clone(),
+        claude: inputs.claude.is_some(),
+        tokens: req.secrets.iter().map(|(t, _)| t.clone()).collect(),
+    });
+    record.save(dir)?;
+    let env = exec_env(
+        agent_env(id, inputs.claude.is_some()),
+        tty,
+        req.secrets.iter().map(|(t, v)| (t.env.as_str(), v)),
     );
     // The command starts behind the self-check, in the same exec: from the attacker's side, as
     // the agent, it proves the firewall holds (and stops the session when it does not).
@@ -648,6 +629,51 @@ async fn start_and_exec(
     timings_push(live, "exec", began);
     with(live, |l| timings.phases.append(&mut l.timings));
     Ok((i32::try_from(result.code).unwrap_or(255), result.captured))
+}
+
+/// The command's environment, tokens aside: the same for the session's command and every
+/// `sbx exec` into it.
+pub fn agent_env(id: &str, claude: bool) -> Vec<String> {
+    let mut env = vec![
+        "HOME=/home/agent".to_owned(),
+        "USER=agent".to_owned(),
+        format!("SBX_SESSION={id}"),
+        // Forced over any repository config: the signing key stays on the host.
+        "GIT_CONFIG_COUNT=2".into(),
+        "GIT_CONFIG_KEY_0=commit.gpgsign".into(),
+        "GIT_CONFIG_VALUE_0=false".into(),
+        "GIT_CONFIG_KEY_1=tag.gpgsign".into(),
+        "GIT_CONFIG_VALUE_1=false".into(),
+        // Claude Code, also in a custom image: no self-updating in a container that is thrown
+        // away (`sbx setup --update`), and no third-party telemetry or error reporting, whose
+        // hosts are not on the allowlist (anyone's account there would be a way out).
+        "DISABLE_AUTOUPDATER=1".into(),
+        "DISABLE_TELEMETRY=1".into(),
+        "DISABLE_ERROR_REPORTING=1".into(),
+    ];
+    if claude {
+        // Claude Code then keeps its `.claude.json` inside the mounted copy too.
+        env.push(format!(
+            "CLAUDE_CONFIG_DIR={}",
+            crate::claude::AGENT_CONFIG_DIR
+        ));
+    }
+    env
+}
+
+/// `env` with the terminal type (for a TTY) and the tokens: what an exec into the agent's
+/// container gets. Exec environment is not the container's configuration: `docker inspect`
+/// never shows it.
+pub fn exec_env<'a>(
+    mut env: Vec<String>,
+    tty: bool,
+    tokens: impl Iterator<Item = (&'a str, &'a Secret)>,
+) -> Vec<String> {
+    if tty {
+        env.push(format!("TERM={}", crate::terminal::term()));
+    }
+    env.extend(tokens.map(|(k, v)| format!("{k}={}", v.expose())));
+    env
 }
 
 /// Records a phase from concurrent code (merged into the session's timings at the end).

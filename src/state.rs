@@ -60,6 +60,30 @@ pub struct Record {
     pub claude_login: Option<String>,
     #[serde(default)]
     pub ended: Option<u64>,
+    /// How the command was run, for `sbx exec` into the same container: its user, working
+    /// folder, whether it had a Claude configuration, and where each token came from (never a
+    /// token itself).
+    #[serde(default)]
+    pub exec: Option<ExecContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecContext {
+    /// `uid:gid`
+    pub user: String,
+    pub working_dir: String,
+    /// Whether the command got a Claude configuration copy (`CLAUDE_CONFIG_DIR`).
+    pub claude: bool,
+    pub tokens: Vec<TokenSource>,
+}
+
+/// Where a forwarded token came from, so `sbx exec` can fetch it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenSource {
+    /// The variable the command sees.
+    pub env: String,
+    /// A stored token's name (`sbx token`), or `None` for the variable of sbx's own environment.
+    pub stored: Option<String>,
 }
 
 pub fn now() -> u64 {
@@ -246,6 +270,7 @@ mod tests {
             probe: None,
             claude_login: None,
             ended: None,
+            exec: None,
         };
         r.save(d.path()).unwrap();
         assert_eq!(Record::load(d.path()).unwrap().containers, ["c"]);

@@ -4,6 +4,7 @@
 mod common;
 
 use std::process::Stdio;
+use std::time::Duration;
 
 use common::*;
 
@@ -383,4 +384,120 @@ fn sessions_cannot_reach_each_other() {
     assert!(stdout(&o).starts_with("closed"), "{}", stdout(&o));
     send_signal(a.id(), 15);
     let _ = a.wait();
+}
+
+/// `sbx exec` runs a second command in a running session under the agent's restrictions: its
+/// user, folder, tokens, DNS filter, firewall and read-only root; its exit code comes back;
+/// ending it leaves the session running, and ending the session ends it.
+#[test]
+fn exec_runs_under_the_agents_restrictions_and_dies_with_the_session() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    let _g = SessionGuard { env: &env };
+    let repo = env.repo("app");
+    let o = env.run(&repo, &["exec"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        stderr(&o).contains("no session is running"),
+        "{}",
+        stderr(&o)
+    );
+
+    let mut cmd = env.sbx();
+    cmd.env("GH_TOKEN", "ghp_exec_test")
+        .current_dir(&repo)
+        .args([
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "id -u > /tmp/agent-uid; exec sleep 300",
+        ]);
+    let (mut session, id) = spawn_session(&env, cmd, &["test", "-s", "/tmp/agent-uid"]);
+
+    let exec = |args: &[&str]| {
+        env.sbx()
+            .env("GH_TOKEN", "ghp_exec_test")
+            .current_dir(&repo)
+            .arg("exec")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // From inside, as the agent would: who am I, what do I have, what can I reach or write.
+    let probe = r#"
+echo "same-user=$([ "$(id -u)" = "$(cat /tmp/agent-uid)" ] && echo yes)"
+echo "token=$GH_TOKEN"
+echo "pwd=$(pwd)"
+echo "session=$SBX_SESSION"
+getent hosts denied.example >/dev/null 2>&1 && echo dns=resolved || echo dns=denied
+gw=$(ip route | awk '/default/ {print $3}')
+out=$( (echo x > /dev/udp/$gw/9) 2>&1 )
+case $out in *"Operation not permitted"*) echo firewall=refused ;; *) echo "firewall=open $out" ;; esac
+touch /usr/x 2>/dev/null && echo root=writable || echo root=read-only
+exit 7
+"#;
+    let o = exec(&["--", "bash", "-c", probe]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(7), "{out}\n{}", stderr(&o));
+    for want in [
+        "same-user=yes",
+        "token=ghp_exec_test",
+        "pwd=/workspace/app",
+        &format!("session={id}"),
+        "dns=denied",
+        "firewall=refused",
+        "root=read-only",
+    ] {
+        assert!(out.lines().any(|l| l == want), "missing {want}:\n{out}");
+    }
+    // By a prefix of the id; the session runs on after its execs.
+    let o = exec(&[&id[..4], "--", "true"]);
+    assert_ok(&o);
+    assert!(session.try_wait().unwrap().is_none(), "the session ended");
+    let o = env.run(&repo, &["ls"]);
+    assert!(
+        stderr(&o).contains(&format!("sbx exec {id}")),
+        "{}",
+        stderr(&o)
+    );
+
+    // Ending the session ends a running exec.
+    let mut long = env
+        .sbx()
+        .current_dir(&repo)
+        .args(["exec", &id, "--", "sleep", "300"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(20), || {
+        docker(&[
+            "exec",
+            &format!("sbx-{id}-agent"),
+            "pgrep",
+            "-f",
+            "sleep 300",
+        ])
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count()
+            >= 2
+    }));
+    send_signal(session.id(), libc::SIGTERM);
+    let _ = session.wait();
+    assert!(
+        wait_until(Duration::from_secs(20), || long
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "the exec outlived its session"
+    );
+    let o = exec(&[&id, "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("is not running"), "{}", stderr(&o));
 }

@@ -83,10 +83,24 @@ pub fn find(ctx: &Context, id: &str) -> anyhow::Result<(std::path::PathBuf, Reco
         .collect();
     match matches.len() {
         1 => Ok(matches.into_iter().next().expect("one match")),
-        0 => Err(super::hinted(
-            format!("no session `{id}`"),
-            "`sbx ls --all` lists the sessions sbx remembers",
-        )),
+        0 => {
+            // A folder whose record does not read is worth saying so, not "no session".
+            let dir = ctx.dirs.session(id);
+            if crate::state::valid_id(id) && dir.is_dir() {
+                let why = Record::load(&dir)
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                return Err(super::hinted(
+                    format!("the record of session `{id}` cannot be read: {why}"),
+                    format!("look at `{}`", Record::path(&dir).display()),
+                ));
+            }
+            Err(super::hinted(
+                format!("no session `{id}`"),
+                "`sbx ls --all` lists the sessions sbx remembers",
+            ))
+        }
         _ => Err(super::hinted(
             format!("`{id}` matches several sessions"),
             "give more of the session id (`sbx ls --all`)",

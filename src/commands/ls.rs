@@ -99,6 +99,10 @@ pub async fn run(ctx: &Context, args: LsArgs, _docker_host: Option<String>) -> a
         "{:<10} {:<9} {:>5}  {:<20} REPOS",
         "ID", "STATE", "AGE", "COMMAND"
     );
+    let running = rows
+        .iter()
+        .find(|r| r.state == "running")
+        .map(|r| r.id.clone());
     for r in rows {
         let repos: Vec<String> = r
             .repos
@@ -135,6 +139,11 @@ pub async fn run(ctx: &Context, args: LsArgs, _docker_host: Option<String>) -> a
             cmd,
             repos.join(", ")
         );
+    }
+    if let Some(id) = running {
+        ctx.ui.info(format!(
+            "`sbx exec {id}` opens a shell in a running session (`-- CMD` runs a command)"
+        ));
     }
     Ok(0)
 }

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod config;
 pub mod docs;
 pub mod doctor;
+pub mod exec;
 pub mod gc;
 pub mod log;
 pub mod login;

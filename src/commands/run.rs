@@ -4,6 +4,7 @@ use crate::cli::RunArgs;
 use crate::config::{ClaudeConfig, Layer, Settings};
 use crate::keychain::{KeychainError, Secret, Tokens};
 use crate::session::{self, Context, RunRequest};
+use crate::state::TokenSource;
 use crate::worktree;
 
 pub async fn run(ctx: &Context, args: RunArgs, docker_host: Option<String>) -> anyhow::Result<i32> {
@@ -57,7 +58,10 @@ pub async fn run(ctx: &Context, args: RunArgs, docker_host: Option<String>) -> a
 
 /// The tokens this session forwards, as `(VARIABLE, value)`: every stored token the
 /// `tokens.forward` setting includes, and a host `GH_TOKEN` when no `github` token is stored.
-fn session_tokens(ctx: &Context, settings: &Settings) -> anyhow::Result<Vec<(String, Secret)>> {
+pub fn session_tokens(
+    ctx: &Context,
+    settings: &Settings,
+) -> anyhow::Result<Vec<(TokenSource, Secret)>> {
     let mut out = Vec::new();
     let tokens = Tokens::open(settings.token_store, &ctx.dirs.config);
     let index = match &tokens {
@@ -72,7 +76,13 @@ fn session_tokens(ctx: &Context, settings: &Settings) -> anyhow::Result<Vec<(Str
         let tokens = tokens?;
         for (name, entry) in wanted {
             match tokens.get(name) {
-                Ok(secret) => out.push((entry.env.clone(), secret)),
+                Ok(secret) => out.push((
+                    TokenSource {
+                        env: entry.env.clone(),
+                        stored: Some(name.clone()),
+                    },
+                    secret,
+                )),
                 Err(KeychainError::Missing { .. }) => ctx.ui.warn(format!(
                     "token `{name}` is listed but missing from the {}; store it again with `sbx token set {name}`",
                     tokens.store_name
@@ -88,7 +98,11 @@ fn session_tokens(ctx: &Context, settings: &Settings) -> anyhow::Result<Vec<(Str
         ctx.ui.info(
             "forwarding `GH_TOKEN` from your environment; keep it in the keychain instead with `sbx token set github`",
         );
-        out.push(("GH_TOKEN".into(), Secret::new(v)));
+        let source = TokenSource {
+            env: "GH_TOKEN".into(),
+            stored: None,
+        };
+        out.push((source, Secret::new(v)));
     }
     if cfg!(target_os = "macos")
         && settings.claude.config == ClaudeConfig::Mount
