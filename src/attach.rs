@@ -40,6 +40,7 @@ pub async fn run(
     container: &str,
     spec: ExecSpec,
     output_mode: Output,
+    mut record: Option<crate::cast::Recorder>,
 ) -> Result<ExecResult, EngineError> {
     let tty = spec.tty;
     let attach_stdin = spec.stdin;
@@ -114,6 +115,9 @@ pub async fn run(
             LogOutput::StdOut { message } | LogOutput::Console { message } => (message, false),
             LogOutput::StdIn { .. } => continue,
         };
+        if let Some(r) = record.as_mut() {
+            r.output(&bytes);
+        }
         // A closed stdout (`sbx run ... | head`) is not an error of the session.
         if output_mode == Output::Capture && !to_stderr {
             captured.extend_from_slice(&bytes);
@@ -131,6 +135,9 @@ pub async fn run(
                 }
             }
         }
+    }
+    if let Some(r) = record {
+        r.finish();
     }
     if let Some(p) = pump {
         p.abort();

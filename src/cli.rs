@@ -63,9 +63,21 @@ pub enum Command {
     Log {
         /// The session id (or a unique prefix).
         session: String,
-        /// Machine-readable output on stdout.
+        /// Machine-readable output on stdout (with `--replay`: the terminal record, as
+        /// asciicast v2 for `asciinema play -` or a web player).
         #[arg(long)]
         json: bool,
+        /// Play the record of what the command printed, with its timing, in this terminal.
+        #[arg(long)]
+        replay: bool,
+        /// How fast to replay (2 = twice as fast); pauses longer than 2 s are cut short.
+        #[arg(
+            long,
+            default_value_t = 1.0,
+            value_name = "FACTOR",
+            requires = "replay"
+        )]
+        speed: f64,
     },
     /// Allow more destinations in a running session, without restarting it.
     Allow {
@@ -256,7 +268,18 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Man { dir } => commands::docs::man(dir.as_deref()),
         Command::Trust(args) => commands::trust::run(&ctx, args),
         Command::Bench(args) => commands::bench::run(&ctx, args).await,
-        Command::Log { session, json } => commands::log::run(&ctx, &session, json),
+        Command::Log {
+            session,
+            json,
+            replay: false,
+            ..
+        } => commands::log::run(&ctx, &session, json),
+        Command::Log {
+            session,
+            json,
+            speed,
+            ..
+        } => commands::log::replay(&ctx, &session, json, speed).await,
         Command::Allow { entries, session } => commands::allow::run(&ctx, &entries, &session).await,
     };
     match result {

@@ -106,6 +106,9 @@ pub struct Settings {
     pub token_store: TokenStoreKind,
     pub git: GitSettings,
     pub vm: VmSettings,
+    /// Keep a record of the command's terminal output in the session folder
+    /// (`sbx log --replay`).
+    pub record: bool,
     /// Where each key's value came from, by dotted key.
     #[serde(skip)]
     pub sources: BTreeMap<String, Source>,
@@ -202,6 +205,7 @@ pub struct Layer {
     pub token_store: Option<TokenStoreKind>,
     pub git: Option<GitLayer>,
     pub vm: Option<VmLayer>,
+    pub record: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -317,6 +321,7 @@ impl Default for Settings {
                 memory_gib: 8.0,
                 disk_gib: 64.0,
             },
+            record: true,
             sources: BTreeMap::new(),
         }
     }
@@ -552,6 +557,10 @@ impl Layer {
                     l.vm.get_or_insert_default().provider = Some(parse_enum(&value).map_err(bad)?);
                     "vm.provider"
                 }
+                "SBX_RECORD" => {
+                    l.record = Some(parse_bool(&value).map_err(bad)?);
+                    "record"
+                }
                 _ => continue,
             };
             used.insert(key.to_owned(), var.clone());
@@ -715,6 +724,7 @@ impl Settings {
             set!("vm.memory", self.vm.memory_gib, v.memory);
             set!("vm.disk", self.vm.disk_gib, v.disk);
         }
+        set!("record", self.record, layer.record);
         Ok(())
     }
 
@@ -890,6 +900,7 @@ impl Settings {
             ("vm.cpus".into(), self.vm.cpus.to_string()),
             ("vm.memory".into(), format!("{} GiB", self.vm.memory_gib)),
             ("vm.disk".into(), format!("{} GiB", self.vm.disk_gib)),
+            ("record".into(), self.record.to_string()),
         ]
     }
 }

@@ -622,9 +622,26 @@ async fn start_and_exec(
         stdin: true,
         size: if tty { crate::terminal::size() } else { None },
     };
+    let recorder = if req.settings.record {
+        let size = spec.size.unwrap_or((24, 80));
+        match crate::cast::Recorder::create(
+            &crate::cast::path(dir),
+            size,
+            &format!("sbx session {id}"),
+        ) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                ctx.ui
+                    .warn(format!("the session's terminal is not recorded: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
     // Every line sbx printed is finished before the command's output starts.
     ctx.ui.fresh_line();
-    let result = crate::attach::run(&engine, &agent.name, spec, req.output).await?;
+    let result = crate::attach::run(&engine, &agent.name, spec, req.output, recorder).await?;
     timings.first_output = result.first_output.map(|f| f.duration_since(timings.start));
     timings_push(live, "exec", began);
     with(live, |l| timings.phases.append(&mut l.timings));

@@ -53,6 +53,7 @@ pub fn widenings(below: &Settings, with: &Settings) -> Vec<Widening> {
         token_store,
         git,
         vm,
+        record,
         sources: _,
     } = with;
     let mut out = Vec::new();
@@ -70,6 +71,12 @@ pub fn widenings(below: &Settings, with: &Settings) -> Vec<Widening> {
         );
     }
 
+    if !*record && below.record {
+        add(
+            "record",
+            "turns off the record of what the agent printed (`sbx log --replay`)".into(),
+        );
+    }
     if *default_allowlist && !below.default_allowlist {
         add(
             "default_allowlist",

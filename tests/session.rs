@@ -501,3 +501,93 @@ exit 7
     assert_eq!(o.status.code(), Some(125));
     assert!(stderr(&o).contains("is not running"), "{}", stderr(&o));
 }
+
+/// The command's terminal output is recorded (asciicast v2, private to the user) and replays,
+/// at the chosen speed or exported as JSON; `record: false` turns it off.
+#[test]
+fn the_terminal_is_recorded_and_replays() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    let _g = SessionGuard { env: &env };
+    let repo = env.repo("app");
+    let size = (100, 30);
+    let (_, code) = in_terminal(
+        &env,
+        &repo,
+        "run -- sh -c 'echo first; sleep 1; echo second >&2; printf \"\\033[1mbold\\033[0m\\n\"'",
+        size,
+        &[],
+        b"",
+    );
+    assert_eq!(code, Some(0));
+    let id = only_session(&env);
+    let cast = env.sessions().join(&id).join("terminal.cast");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&cast).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let o = env.run(&repo, &["log", &id, "--replay", "--json"]);
+    assert_ok(&o);
+    let text = stdout(&o);
+    let mut lines = text.lines();
+    let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(header["version"], 2);
+    assert_eq!(
+        (header["width"].as_u64(), header["height"].as_u64()),
+        (Some(100), Some(30))
+    );
+    let events: Vec<serde_json::Value> = lines.map(|l| serde_json::from_str(l).unwrap()).collect();
+    let output: String = events.iter().map(|e| e[2].as_str().unwrap()).collect();
+    assert!(
+        output.contains("first") && output.contains("second"),
+        "{output}"
+    );
+    assert!(
+        output.contains("\u{1b}[1mbold"),
+        "escape sequences are kept: {output:?}"
+    );
+    let times: Vec<f64> = events.iter().map(|e| e[0].as_f64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    let first = events
+        .iter()
+        .find(|e| e[2].as_str().unwrap().contains("first"))
+        .unwrap();
+    let second = events
+        .iter()
+        .find(|e| e[2].as_str().unwrap().contains("second"))
+        .unwrap();
+    let gap = second[0].as_f64().unwrap() - first[0].as_f64().unwrap();
+    assert!(gap > 0.8, "the pause is kept: {gap}");
+
+    // Replayed in order, faster.
+    let began = std::time::Instant::now();
+    let o = env.run(&repo, &["log", &id[..4], "--replay", "--speed", "4"]);
+    assert_ok(&o);
+    let played = stdout(&o);
+    let (a, b) = (
+        played.find("first").unwrap(),
+        played.find("second").unwrap(),
+    );
+    assert!(a < b, "{played}");
+    assert!(began.elapsed() < Duration::from_secs(5));
+
+    // Turned off: nothing recorded, and replay says why.
+    let other = env.repo("other");
+    let o = env
+        .sbx()
+        .env("SBX_RECORD", "false")
+        .current_dir(&other)
+        .args(["run", "--", "echo", "quiet"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    let quiet = session_ids(&env).into_iter().find(|s| *s != id).unwrap();
+    assert!(!env.sessions().join(&quiet).join("terminal.cast").exists());
+    let o = env.run(&repo, &["log", &quiet, "--replay"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(stderr(&o).contains("no terminal record"), "{}", stderr(&o));
+}

@@ -291,6 +291,7 @@ async fn leaks_on(
     s.dns = vec![target4];
     s.claude.config = crate::config::ClaudeConfig::None;
     s.git.mode = crate::config::GitMode::Isolated;
+    s.record = false;
     let req = session::RunRequest {
         settings: s,
         repos: vec![crate::worktree::discover(repo_dir.path())?],

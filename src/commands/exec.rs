@@ -74,7 +74,7 @@ pub async fn run(ctx: &Context, args: ExecArgs) -> anyhow::Result<i32> {
     let engine = Engine::connect(&record.endpoint).await?;
     let agent = crate::container::agent_name(&record.id);
     ctx.ui.fresh_line();
-    let result = crate::attach::run(&engine, &agent, spec, Output::Pass).await;
+    let result = crate::attach::run(&engine, &agent, spec, Output::Pass, None).await;
     ctx.ui.fresh_line();
     let result = result.map_err(|e| {
         anyhow::Error::from(e).context(format!(

@@ -74,6 +74,56 @@ pub fn run(ctx: &Context, id: &str, json: bool) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// `sbx log SESSION --replay`: plays the session's terminal record (or prints it as asciicast
+/// v2 with `--json`).
+pub async fn replay(ctx: &Context, id: &str, json: bool, speed: f64) -> anyhow::Result<i32> {
+    if !(speed.is_finite() && speed > 0.0) {
+        return Err(super::hinted(
+            format!("`--speed {speed}` is not a speed"),
+            "give a positive number: 1 is as recorded, 2 twice as fast",
+        ));
+    }
+    let (dir, record) = find(ctx, id)?;
+    let path = crate::cast::path(&dir);
+    let (size, events) = match crate::cast::read(&path) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(super::hinted(
+                format!("session `{}` has no terminal record", record.id),
+                "sessions are recorded unless `record: false`; `sbx exec` and sessions older than this sbx are not",
+            ));
+        }
+        Err(e) => anyhow::bail!("cannot read `{}`: {e}", path.display()),
+    };
+    if json {
+        // Written anew from what was read: valid asciicast v2 whatever the file holds.
+        let mut out = std::io::stdout().lock();
+        let header = serde_json::json!({
+            "version": 2, "width": size.1, "height": size.0,
+            "title": format!("sbx session {}", record.id),
+        });
+        let mut text = format!("{header}\n");
+        for e in &events {
+            text.push_str(&serde_json::json!([e.time, "o", e.data]).to_string());
+            text.push('\n');
+        }
+        use std::io::Write;
+        return match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+            _ => Ok(0),
+        };
+    }
+    ctx.ui.info(format!(
+        "replaying session `{}` ({}x{} when recorded); Ctrl-C stops",
+        record.id, size.1, size.0
+    ));
+    ctx.ui.fresh_line();
+    crate::cast::replay(&events, speed, 2.0).await?;
+    ctx.ui.fresh_line();
+    ctx.ui.info("end of the record");
+    Ok(0)
+}
+
 /// A session's folder and record, by id (or a unique prefix of one).
 pub fn find(ctx: &Context, id: &str) -> anyhow::Result<(std::path::PathBuf, Record)> {
     let all = state::list(&ctx.dirs.sessions());
