@@ -26,4 +26,11 @@ esac
 if out=$(getent hosts "$name" 2>&1); then
   fail "$name resolved: $out"
 fi
+# The package caches (`SBX_CACHE_LINKS`: `TARGET=PATH_IN_HOME ...`), linked into the home, a
+# fresh in-memory folder. A link that cannot be made costs a cache, not the session.
+for link in ${SBX_CACHE_LINKS:-}; do
+  rel=${link#*=}
+  case $rel in */*) mkdir -p "$HOME/${rel%/*}" 2>/dev/null ;; esac
+  [ -e "$HOME/$rel" ] || ln -s "${link%%=*}" "$HOME/$rel" 2>/dev/null
+done
 exec "$@"

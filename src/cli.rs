@@ -95,6 +95,11 @@ pub enum Command {
     /// hosts; the long-lived token it shows is kept in the keychain as `claude`, and every
     /// later session is signed in with it.
     Login,
+    /// List or remove the package caches sessions keep per project (npm, pip, uv, cargo, Go).
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Print shell completions, generated from this command line: `sbx completions bash >
     /// ~/.local/share/bash-completion/completions/sbx` (zsh: into a folder on `$fpath` as
     /// `_sbx`; fish: `~/.config/fish/completions/sbx.fish`).
@@ -232,6 +237,21 @@ pub struct DoctorArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List the projects with package caches, and which caches each has.
+    Ls {
+        /// Machine-readable output on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the current repository's package caches (`--all`: every project's).
+    Rm {
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Print every setting, its value and its source.
     Show {
@@ -264,6 +284,7 @@ pub async fn run(cli: Cli) -> i32 {
         } => commands::config::show(&ctx, json, cli.docker_host),
         Command::Token { command } => commands::token::run(&ctx, command),
         Command::Login => commands::login::run(&ctx, cli.docker_host).await,
+        Command::Cache { command } => commands::cache::run(&ctx, command, cli.docker_host).await,
         Command::Completions { shell } => commands::docs::completions(shell),
         Command::Man { dir } => commands::docs::man(dir.as_deref()),
         Command::Trust(args) => commands::trust::run(&ctx, args),

@@ -109,6 +109,8 @@ pub struct Settings {
     /// Keep a record of the command's terminal output in the session folder
     /// (`sbx log --replay`).
     pub record: bool,
+    /// Keep package-manager caches per project across sessions (`sbx cache ls|rm`).
+    pub caches: bool,
     /// Where each key's value came from, by dotted key.
     #[serde(skip)]
     pub sources: BTreeMap<String, Source>,
@@ -206,6 +208,7 @@ pub struct Layer {
     pub git: Option<GitLayer>,
     pub vm: Option<VmLayer>,
     pub record: Option<bool>,
+    pub caches: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -322,6 +325,7 @@ impl Default for Settings {
                 disk_gib: 64.0,
             },
             record: true,
+            caches: true,
             sources: BTreeMap::new(),
         }
     }
@@ -561,6 +565,10 @@ impl Layer {
                     l.record = Some(parse_bool(&value).map_err(bad)?);
                     "record"
                 }
+                "SBX_CACHES" => {
+                    l.caches = Some(parse_bool(&value).map_err(bad)?);
+                    "caches"
+                }
                 _ => continue,
             };
             used.insert(key.to_owned(), var.clone());
@@ -725,6 +733,7 @@ impl Settings {
             set!("vm.disk", self.vm.disk_gib, v.disk);
         }
         set!("record", self.record, layer.record);
+        set!("caches", self.caches, layer.caches);
         Ok(())
     }
 
@@ -901,6 +910,7 @@ impl Settings {
             ("vm.memory".into(), format!("{} GiB", self.vm.memory_gib)),
             ("vm.disk".into(), format!("{} GiB", self.vm.disk_gib)),
             ("record".into(), self.record.to_string()),
+            ("caches".into(), self.caches.to_string()),
         ]
     }
 }

@@ -28,6 +28,8 @@ pub struct ContainerSpec {
     pub cmd: Vec<String>,
     pub labels: BTreeMap<String, String>,
     pub mounts: Vec<Mount>,
+    /// Engine volumes: `(volume name, mount point)`, read-write.
+    pub volumes: Vec<(String, String)>,
     pub cap_add: Vec<String>,
     /// Always `ALL`: capabilities are granted, never inherited.
     pub cap_drop: Vec<String>,
@@ -82,6 +84,8 @@ pub struct Inputs {
     pub pids: i64,
     /// The folder the command starts in.
     pub working_dir: String,
+    /// Package-cache volumes: `(volume name, mount point)`.
+    pub caches: Vec<(String, String)>,
 }
 
 /// The network sbx's sessions share unless `--network` names another. Its containers cannot
@@ -157,6 +161,7 @@ pub fn gate(i: &GateInputs) -> ContainerSpec {
             bind(gate_dir(&i.session_dir), GATE_CONF_DIR, true),
             bind(log_dir(&i.session_dir), GATE_LOG_DIR, false),
         ],
+        volumes: Vec::new(),
         cap_add: vec![
             "NET_ADMIN".into(),
             "NET_BIND_SERVICE".into(),
@@ -224,6 +229,7 @@ pub fn agent(i: &Inputs) -> ContainerSpec {
         cmd: vec!["sleep".into(), "infinity".into()],
         labels: labels(&g.session_id, &g.owner, "agent"),
         mounts,
+        volumes: i.caches.clone(),
         cap_add: Vec::new(),
         cap_drop: vec!["ALL".into()],
         security_opt: vec!["no-new-privileges:true".into()],
@@ -296,6 +302,7 @@ mod tests {
             agent_image: "sbx-sandbox:latest".into(),
             uid: 501,
             gid: 20,
+            caches: vec![("sbx-cache-0123456789abcdef-npm".into(), "/cache/npm".into())],
             mounts: vec![
                 Mount {
                     host: "/home/u/.cache/sbx/sessions/abc123/repos/app".into(),

@@ -2,7 +2,7 @@
 //! bollard (images, networks, containers, execs). It performs what the planners decided and knows
 //! nothing of sessions or terminals; long operations report through [`BuildProgress`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -14,8 +14,8 @@ use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, ExecConfig, HostConfig, NetworkCreateRequest};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateContainerOptionsBuilder,
-    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
-    ResizeExecOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, ResizeExecOptionsBuilder,
 };
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
@@ -551,6 +551,7 @@ impl Engine {
                     if m.read_only { "ro" } else { "rw" }
                 )
             })
+            .chain(spec.volumes.iter().map(|(v, at)| format!("{v}:{at}:rw")))
             .collect();
         let host = HostConfig {
             binds: Some(binds),
@@ -646,6 +647,67 @@ impl Engine {
                 secs: limit.as_secs(),
             })
         })
+    }
+
+    /// A volume's labels, or `None` when there is no such volume.
+    pub async fn volume_labels(
+        &self,
+        name: &str,
+    ) -> Result<Option<HashMap<String, String>>, EngineError> {
+        match self.docker.inspect_volume(name).await {
+            Ok(v) => Ok(Some(v.labels)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(api(format!("inspect the volume `{name}`"))(e)),
+        }
+    }
+
+    pub async fn create_volume(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), EngineError> {
+        let req = bollard::models::VolumeCreateRequest {
+            name: Some(name.to_owned()),
+            labels: Some(labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        self.docker
+            .create_volume(req)
+            .await
+            .map(|_| ())
+            .map_err(api(format!("create the volume `{name}`")))
+    }
+
+    /// Volumes carrying every `label` (`key` or `key=value`), with their labels.
+    pub async fn volumes(
+        &self,
+        labels: &[String],
+    ) -> Result<Vec<(String, HashMap<String, String>)>, EngineError> {
+        let filters = HashMap::from([("label".to_owned(), labels.to_vec())]);
+        let r = self
+            .docker
+            .list_volumes(Some(
+                ListVolumesOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(api("list volumes"))?;
+        Ok(r.volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| (v.name, v.labels))
+            .collect())
+    }
+
+    /// Removes a volume; a missing one is fine, one in use is an error.
+    pub async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
+        let opts = RemoveVolumeOptionsBuilder::default().force(false).build();
+        match self.docker.remove_volume(name, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(api(format!("remove the volume `{name}`"))(e)),
+        }
     }
 
     /// Attaches to a created container's output; call before starting it to miss nothing.

@@ -4,6 +4,7 @@
 pub mod allowlist;
 pub mod attach;
 pub mod audit;
+pub mod caches;
 pub mod cast;
 pub mod claude;
 pub mod cli;

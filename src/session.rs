@@ -552,7 +552,25 @@ async fn start_and_exec(
             "`resources.cpus` is {c} but the engine has {ncpu}; using {ncpu}"
         ));
     }
+    let caches = if settings.caches {
+        let began = Instant::now();
+        let plan = crate::caches::plan(&gate_inputs.owner, &req.repos[0].common_dir, (uid, gid));
+        prepare_caches(&engine, &plan, (uid, gid)).await?;
+        timings_push(live, "caches", began);
+        Some(plan)
+    } else {
+        None
+    };
     let inputs = Inputs {
+        caches: caches
+            .as_ref()
+            .map(|p| {
+                p.volumes
+                    .iter()
+                    .map(|(v, at, _)| (v.clone(), at.clone()))
+                    .collect()
+            })
+            .unwrap_or_default(),
         gate: gate_inputs,
         agent_image: settings.image.tag.clone(),
         uid,
@@ -592,8 +610,13 @@ async fn start_and_exec(
         tokens: req.secrets.iter().map(|(t, _)| t.clone()).collect(),
     });
     record.save(dir)?;
+    let mut env = agent_env(id, inputs.claude.is_some());
+    if let Some(plan) = &caches {
+        // The start-up script links the caches into the home (a fresh in-memory folder).
+        env.push(format!("SBX_CACHE_LINKS={}", plan.links));
+    }
     let env = exec_env(
-        agent_env(id, inputs.claude.is_some()),
+        env,
         tty,
         req.secrets.iter().map(|(t, v)| (t.env.as_str(), v)),
     );
@@ -691,6 +714,63 @@ pub fn exec_env<'a>(
     }
     env.extend(tokens.map(|(k, v)| format!("{k}={}", v.expose())));
     env
+}
+
+/// Makes the project's cache volumes that do not exist yet, and gives the top folder of each
+/// new one (or one made for other ids) to the agent's ids: `chown` in sbx's own gate image, as
+/// root with only `CAP_CHOWN` and `CAP_DAC_OVERRIDE`, no network, only those volumes mounted.
+async fn prepare_caches(
+    engine: &Engine,
+    plan: &crate::caches::Plan,
+    (uid, gid): (u32, u32),
+) -> anyhow::Result<()> {
+    use crate::caches::{KIND_LABEL, USER_LABEL};
+    let user = format!("{uid}:{gid}");
+    let mut fresh = Vec::new();
+    for (name, at, kind) in &plan.volumes {
+        match engine.volume_labels(name).await? {
+            Some(l) if l.get(USER_LABEL) == Some(&user) => {}
+            Some(_) => fresh.push((name.clone(), at.clone())),
+            None => {
+                let mut labels = plan.labels.clone();
+                labels.insert(KIND_LABEL.to_owned(), (*kind).to_owned());
+                engine.create_volume(name, &labels).await?;
+                fresh.push((name.clone(), at.clone()));
+            }
+        }
+    }
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let mut cmd = vec!["chown".to_owned(), "-R".into(), user];
+    cmd.extend(fresh.iter().map(|(_, at)| at.clone()));
+    let spec = container::ContainerSpec {
+        name: format!("sbx-cache-prep-{}", state::new_id()),
+        image: image::GATE_TAG.into(),
+        user: "0:0".into(),
+        cmd,
+        labels: plan
+            .labels
+            .iter()
+            .filter(|(k, _)| *k == container::OWNER_LABEL)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        volumes: fresh,
+        cap_add: vec!["CHOWN".into(), "DAC_OVERRIDE".into()],
+        cap_drop: vec!["ALL".into()],
+        security_opt: vec!["no-new-privileges:true".into()],
+        network_mode: "none".into(),
+        pids_limit: 64,
+        read_only_rootfs: true,
+        ..Default::default()
+    };
+    let out = engine.run_once(&spec, Duration::from_secs(120)).await?;
+    anyhow::ensure!(
+        out.trim().is_empty(),
+        "could not prepare the package caches: {}",
+        out.trim()
+    );
+    Ok(())
 }
 
 /// Records a phase from concurrent code (merged into the session's timings at the end).

@@ -54,6 +54,7 @@ pub fn widenings(below: &Settings, with: &Settings) -> Vec<Widening> {
         git,
         vm,
         record,
+        caches,
         sources: _,
     } = with;
     let mut out = Vec::new();
@@ -75,6 +76,12 @@ pub fn widenings(below: &Settings, with: &Settings) -> Vec<Widening> {
         add(
             "record",
             "turns off the record of what the agent printed (`sbx log --replay`)".into(),
+        );
+    }
+    if *caches && !below.caches {
+        add(
+            "caches",
+            "keeps package caches that one session leaves to the next".into(),
         );
     }
     if *default_allowlist && !below.default_allowlist {

@@ -591,3 +591,77 @@ fn the_terminal_is_recorded_and_replays() {
     assert_eq!(o.status.code(), Some(125));
     assert!(stderr(&o).contains("no terminal record"), "{}", stderr(&o));
 }
+
+/// Package caches survive from one session to the next of the same project, are not shared with
+/// another project, are listed and removed by `sbx cache`, and are off with `caches: false`.
+#[test]
+fn package_caches_survive_per_project_and_are_not_shared() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    let _g = SessionGuard { env: &env };
+    struct Volumes<'a>(&'a Env);
+    impl Drop for Volumes<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.run(self.0.home(), &["cache", "rm", "--all"]);
+        }
+    }
+    let _v = Volumes(&env);
+    let (a, b) = (env.repo("a"), env.repo("b"));
+    let run = |repo: &std::path::Path, script: &str| {
+        let o = env.run(repo, &["run", "--", "sh", "-c", script]);
+        assert_ok(&o);
+        stdout(&o)
+    };
+    // Written as the agent, where the tools keep their caches.
+    run(
+        &a,
+        "echo a > ~/.npm/marker && echo a > ~/.cache/pip/marker && echo a > ~/.cargo/registry/marker && echo a > ~/go/pkg/mod/marker",
+    );
+    let seen = "for f in ~/.npm ~/.cache/pip ~/.cache/uv ~/.cargo/registry ~/.cargo/git ~/go/pkg/mod; do \
+                cat $f/marker 2>/dev/null || echo none; done";
+    assert_eq!(run(&a, seen), "a\na\nnone\na\nnone\na\n");
+    assert_eq!(run(&b, seen), "none\nnone\nnone\nnone\nnone\nnone\n");
+
+    let o = env.run(&a, &["cache", "ls", "--json"]);
+    assert_ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let projects: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["project"].as_str().unwrap())
+        .collect();
+    assert_eq!(projects.len(), 2, "{v}");
+    assert!(
+        projects.iter().any(|p| p.starts_with(a.to_str().unwrap())),
+        "{v}"
+    );
+
+    assert_ok(&env.run(&a, &["cache", "rm"]));
+    assert_eq!(
+        run(&a, "cat ~/.npm/marker 2>/dev/null || echo none"),
+        "none\n"
+    );
+    let o = env.run(&b, &["cache", "ls", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2, "{v}");
+
+    // Off: nothing mounted, nothing linked.
+    let o = env
+        .sbx()
+        .env("SBX_CACHES", "false")
+        .current_dir(&a)
+        .args([
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "ls /cache 2>/dev/null || echo no-cache; [ -L ~/.npm ] && echo linked || echo plain",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    assert_eq!(stdout(&o), "no-cache\nplain\n");
+}

@@ -4,6 +4,7 @@
 
 pub mod allow;
 pub mod bench;
+pub mod cache;
 pub mod config;
 pub mod docs;
 pub mod doctor;

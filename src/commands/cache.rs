@@ -1,0 +1,94 @@
+//! `sbx cache ls|rm`: the package caches sessions keep per project (see `caches`).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::caches::{KIND_LABEL, PROJECT_LABEL};
+use crate::cli::CacheCommand;
+use crate::config::Layer;
+use crate::container::OWNER_LABEL;
+use crate::engine::Engine;
+use crate::session::Context;
+
+#[derive(Serialize)]
+struct Row {
+    project: String,
+    kinds: Vec<String>,
+    volumes: Vec<String>,
+}
+
+pub async fn run(
+    ctx: &Context,
+    command: CacheCommand,
+    docker_host: Option<String>,
+) -> anyhow::Result<i32> {
+    let settings = super::load_settings(ctx, None, Layer::default())?;
+    let engine = Engine::connect(&super::endpoint(ctx, &settings, docker_host)).await?;
+    let owner = ctx.dirs.owner_tag();
+    let volumes = engine
+        .volumes(&[format!("{OWNER_LABEL}={owner}"), PROJECT_LABEL.to_owned()])
+        .await?;
+    let mut projects: BTreeMap<String, Row> = BTreeMap::new();
+    for (name, labels) in volumes {
+        let project = labels.get(PROJECT_LABEL).cloned().unwrap_or_default();
+        let row = projects.entry(project.clone()).or_insert_with(|| Row {
+            project,
+            kinds: Vec::new(),
+            volumes: Vec::new(),
+        });
+        row.kinds
+            .push(labels.get(KIND_LABEL).cloned().unwrap_or_default());
+        row.volumes.push(name);
+    }
+    match command {
+        CacheCommand::Ls { json } => {
+            let rows: Vec<&Row> = projects.values().collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(0);
+            }
+            if rows.is_empty() {
+                ctx.ui
+                    .info("no package caches (sessions make them unless `caches: false`)");
+                return Ok(0);
+            }
+            let p = crate::text::printable;
+            for r in rows {
+                // The project path is a label anyone with the engine could have set: escaped.
+                let repo = r.project.strip_suffix("/.git").unwrap_or(&r.project);
+                println!("{}  {}", p(repo), p(&r.kinds.join(", ")));
+            }
+            Ok(0)
+        }
+        CacheCommand::Rm { all } => {
+            let chosen: Vec<&Row> = if all {
+                projects.values().collect()
+            } else {
+                let repo = super::primary_repo(&[])?;
+                let key = repo.common_dir.display().to_string();
+                projects.get(&key).into_iter().collect()
+            };
+            if chosen.is_empty() {
+                ctx.ui.info("no package caches to remove");
+                return Ok(0);
+            }
+            let mut failed = 0;
+            for r in chosen {
+                for v in &r.volumes {
+                    if let Err(e) = engine.remove_volume(v).await {
+                        failed += 1;
+                        ctx.ui
+                            .warn(format!("kept `{v}`: {e} (is a session of it running?)"));
+                    }
+                }
+                let repo = r.project.strip_suffix("/.git").unwrap_or(&r.project);
+                ctx.ui.info(format!(
+                    "removed the package caches of `{}`",
+                    crate::text::printable(repo)
+                ));
+            }
+            Ok(if failed == 0 { 0 } else { 1 })
+        }
+    }
+}
