@@ -156,7 +156,9 @@ fn a_vm_session_runs_in_a_guest_over_ssh_and_leaves_nothing_but_kept_work() {
 
     // Probes stay on the guest: its session network's gateway, and a name that is not allowed.
     // The checkout is the agent's to write and to use with git, whoever the guest says owns it.
-    let script = r#"printenv GH_TOKEN
+    // The token is shown by its digest: what the command prints is in the session's terminal
+    // record, which is the agent's output.
+    let script = r#"printf %s "$GH_TOKEN" | sha256sum | cut -c1-64
 gw=$(awk '$2 == "00000000" { print $3; exit }' /proc/net/route)
 ip=$(printf '%d.%d.%d.%d' 0x${gw:6:2} 0x${gw:4:2} 0x${gw:2:2} 0x${gw:0:2})
 (exec 3<>/dev/tcp/$ip/80) 2>/dev/null && echo escaped || echo blocked
@@ -178,7 +180,10 @@ exit 7"#;
     assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
     assert_eq!(
         stdout(&o),
-        format!("{token}\nblocked\nnxdomain\nowned\ncommitted\n"),
+        format!(
+            "{}\nblocked\nnxdomain\nowned\ncommitted\n",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token))
+        ),
         "{}",
         stderr(&o)
     );

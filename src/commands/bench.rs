@@ -168,6 +168,20 @@ fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Removes what the bench's sessions left: their package caches (volumes of the bench's own
+/// HOME) and its session folders.
+fn forget_bench_cache() {
+    if let Ok(exe) = std::env::current_exe() {
+        let _ = Command::new(exe)
+            .args(["-q", "cache", "rm", "--all"])
+            .env("XDG_CACHE_HOME", bench_cache())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    let _ = std::fs::remove_dir_all(bench_cache());
+}
+
 /// A repository with `files` files in a tree of folders.
 fn make_repo(dir: &Path, files: usize) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
@@ -267,7 +281,7 @@ async fn run_vm(ctx: &Context, args: BenchArgs) -> anyhow::Result<i32> {
         walls.push(ms(m.wall));
         collect_phases(&m, &mut phases);
     }
-    let _ = std::fs::remove_dir_all(bench_cache());
+    forget_bench_cache();
     let report = VmReport {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         run: stats(&walls, failed),
@@ -452,7 +466,7 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<i32> {
         });
     }
 
-    let _ = std::fs::remove_dir_all(bench_cache());
+    forget_bench_cache();
     let report = Report {
         engine_baseline_ms: (round(one), round(sixteen)),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -292,6 +292,7 @@ async fn leaks_on(
     s.claude.config = crate::config::ClaudeConfig::None;
     s.git.mode = crate::config::GitMode::Isolated;
     s.record = false;
+    s.caches = false;
     let req = session::RunRequest {
         settings: s,
         repos: vec![crate::worktree::discover(repo_dir.path())?],

@@ -26,6 +26,8 @@ pub async fn run(ctx: &Context, docker_host: Option<String>) -> anyhow::Result<i
     settings.git.mode = GitMode::Isolated;
     // The sign-in shows the token: no record of it in a file.
     settings.record = false;
+    // A throwaway repository: nothing worth caching, nothing to leave behind.
+    settings.caches = false;
     let repo = super::throwaway_repo("sbx-login-").await?;
     ctx.ui.info(format!(
         "signing in with `claude setup-token` in a sandbox that reaches only {}",

@@ -419,6 +419,8 @@ pub struct SessionGuard<'a> {
 
 impl Drop for SessionGuard<'_> {
     fn drop(&mut self) {
+        // The package caches this HOME's sessions made.
+        let _ = self.env.run(self.env.home(), &["cache", "rm", "--all"]);
         for id in session_ids(self.env) {
             for c in session_containers(&id) {
                 let _ = docker(&["rm", "-f", &c]);
