@@ -649,18 +649,6 @@ impl Engine {
         })
     }
 
-    /// A volume's labels, or `None` when there is no such volume.
-    pub async fn volume_labels(
-        &self,
-        name: &str,
-    ) -> Result<Option<HashMap<String, String>>, EngineError> {
-        match self.docker.inspect_volume(name).await {
-            Ok(v) => Ok(Some(v.labels)),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(api(format!("inspect the volume `{name}`"))(e)),
-        }
-    }
-
     pub async fn create_volume(
         &self,
         name: &str,

@@ -726,9 +726,20 @@ async fn prepare_caches(
 ) -> anyhow::Result<()> {
     use crate::caches::{KIND_LABEL, USER_LABEL};
     let user = format!("{uid}:{gid}");
+    // One listing of this HOME's cache volumes, not a question per volume: this is the start
+    // path. (The owner tag is hex; a project path may hold anything a label filter mishandles.)
+    let owner = &plan.labels[container::OWNER_LABEL];
+    let existing: std::collections::HashMap<_, _> = engine
+        .volumes(&[
+            format!("{}={owner}", container::OWNER_LABEL),
+            crate::caches::KIND_LABEL.to_owned(),
+        ])
+        .await?
+        .into_iter()
+        .collect();
     let mut fresh = Vec::new();
     for (name, at, kind) in &plan.volumes {
-        match engine.volume_labels(name).await? {
+        match existing.get(name) {
             Some(l) if l.get(USER_LABEL) == Some(&user) => {}
             Some(_) => fresh.push((name.clone(), at.clone())),
             None => {

@@ -9,14 +9,16 @@ use std::process::{Command, Stdio};
 use common::*;
 
 /// Each test's entries live under their own keyring service, so parallel tests never collide.
-fn namespaced(env: &Env, cmd: &mut Command) {
-    let ns = env
-        .home()
+fn namespace(env: &Env) -> String {
+    env.home()
         .file_name()
         .unwrap()
         .to_string_lossy()
-        .replace(|c: char| !c.is_ascii_alphanumeric(), "");
-    cmd.env("SBX_KEYRING_NAMESPACE", ns);
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+}
+
+fn namespaced(env: &Env, cmd: &mut Command) {
+    cmd.env("SBX_KEYRING_NAMESPACE", namespace(env));
 }
 
 fn sbx(
@@ -319,12 +321,7 @@ fn login_keeps_the_token_the_sign_in_shows_and_the_next_session_gets_it() {
     ensure_images();
     let env = Env::new();
     let _g = SessionGuard { env: &env };
-    let ns = env
-        .home()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .replace(|c: char| !c.is_ascii_alphanumeric(), "");
+    let ns = namespace(&env);
     // An agent image whose `claude` is the stand-in.
     let image = env.home().join("standin");
     std::fs::create_dir_all(&image).unwrap();

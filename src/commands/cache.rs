@@ -18,6 +18,13 @@ struct Row {
     volumes: Vec<String>,
 }
 
+impl Row {
+    /// The repository, as people name it (the label holds its `.git` folder).
+    fn repo(&self) -> &str {
+        self.project.strip_suffix("/.git").unwrap_or(&self.project)
+    }
+}
+
 pub async fn run(
     ctx: &Context,
     command: CacheCommand,
@@ -56,8 +63,7 @@ pub async fn run(
             let p = crate::text::printable;
             for r in rows {
                 // The project path is a label anyone with the engine could have set: escaped.
-                let repo = r.project.strip_suffix("/.git").unwrap_or(&r.project);
-                println!("{}  {}", p(repo), p(&r.kinds.join(", ")));
+                println!("{}  {}", p(r.repo()), p(&r.kinds.join(", ")));
             }
             Ok(0)
         }
@@ -82,10 +88,9 @@ pub async fn run(
                             .warn(format!("kept `{v}`: {e} (is a session of it running?)"));
                     }
                 }
-                let repo = r.project.strip_suffix("/.git").unwrap_or(&r.project);
                 ctx.ui.info(format!(
                     "removed the package caches of `{}`",
-                    crate::text::printable(repo)
+                    crate::text::printable(r.repo())
                 ));
             }
             Ok(if failed == 0 { 0 } else { 1 })
