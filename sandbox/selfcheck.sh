@@ -28,9 +28,15 @@ if out=$(getent hosts "$name" 2>&1); then
 fi
 # The package caches (`SBX_CACHE_LINKS`: `TARGET=PATH_IN_HOME ...`), linked into the home, a
 # fresh in-memory folder. A link that cannot be made costs a cache, not the session.
+# One `mkdir` and one `ln` for all of them: this is on the way to the command's first byte.
+dirs=()
 for link in ${SBX_CACHE_LINKS:-}; do
   rel=${link#*=}
-  case $rel in */*) mkdir -p "$HOME/${rel%/*}" 2>/dev/null ;; esac
+  case $rel in */*) dirs+=("$HOME/${rel%/*}") ;; esac
+done
+[ ${#dirs[@]} -eq 0 ] || mkdir -p "${dirs[@]}" 2>/dev/null
+for link in ${SBX_CACHE_LINKS:-}; do
+  rel=${link#*=}
   [ -e "$HOME/$rel" ] || ln -s "${link%%=*}" "$HOME/$rel" 2>/dev/null
 done
 exec "$@"

@@ -47,8 +47,8 @@ pub enum Command {
     /// List sessions: running ones and ones whose work was kept.
     Ls(LsArgs),
     /// Clean up after sessions that died: containers, networks, clean checkouts (never dirty
-    /// ones; their commits are imported first).
-    Gc,
+    /// ones; their commits are imported first); and images sbx built that nothing needs.
+    Gc(GcArgs),
     /// Check the environment and say what is missing.
     Doctor(DoctorArgs),
     /// Approve the project file (`.sbx.yaml`) for its current content, so sbx obeys the settings
@@ -91,6 +91,15 @@ pub enum Command {
     /// Measure sbx: warm sessions, phases, first output, setup, concurrency, sizes, memory.
     #[command(hide = true)]
     Bench(BenchArgs),
+    /// sbx's own background helper, started after a session: makes the gate the next session
+    /// claims (`spare`). Not for people.
+    #[command(name = "__spare", hide = true)]
+    Spare {
+        /// The spare's key, as JSON.
+        key: String,
+        /// A finished session's containers, removed first.
+        remove: Vec<String>,
+    },
     /// Sign Claude Code in: `claude setup-token` in a sandbox that reaches only the sign-in's
     /// hosts; the long-lived token it shows is kept in the keychain as `claude`, and every
     /// later session is signed in with it.
@@ -229,6 +238,15 @@ pub struct LsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Also remove the images sbx built that no container uses and the current settings do not
+    /// need, however recently they were used (by default those are kept for 14 days: another
+    /// project or user of the engine may need them). Sessions rebuild what they need.
+    #[arg(long)]
+    pub images: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// Run the thorough egress leak check in a throwaway session (one row per channel; exit
     /// code 1 on any leak).
@@ -277,7 +295,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Setup(args) => commands::setup::run(&ctx, args, cli.docker_host).await,
         Command::Ls(args) => commands::ls::run(&ctx, args, cli.docker_host).await,
         Command::Exec(args) => commands::exec::run(&ctx, args).await,
-        Command::Gc => commands::gc::run(&ctx, cli.docker_host).await,
+        Command::Gc(args) => commands::gc::run(&ctx, args, cli.docker_host).await,
         Command::Doctor(args) => commands::doctor::run(&ctx, args, cli.docker_host).await,
         Command::Config {
             command: ConfigCommand::Show { json },
@@ -289,6 +307,7 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Man { dir } => commands::docs::man(dir.as_deref()),
         Command::Trust(args) => commands::trust::run(&ctx, args),
         Command::Bench(args) => commands::bench::run(&ctx, args).await,
+        Command::Spare { key, remove } => commands::spare(&ctx, &key, &remove).await,
         Command::Log {
             session,
             json,

@@ -111,6 +111,8 @@ pub struct Settings {
     pub record: bool,
     /// Keep package-manager caches per project across sessions (`sbx cache ls|rm`).
     pub caches: bool,
+    /// Keep one gate started ahead for the next session (`spare`).
+    pub spare: bool,
     /// Where each key's value came from, by dotted key.
     #[serde(skip)]
     pub sources: BTreeMap<String, Source>,
@@ -209,6 +211,7 @@ pub struct Layer {
     pub vm: Option<VmLayer>,
     pub record: Option<bool>,
     pub caches: Option<bool>,
+    pub spare: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -326,6 +329,7 @@ impl Default for Settings {
             },
             record: true,
             caches: true,
+            spare: true,
             sources: BTreeMap::new(),
         }
     }
@@ -565,6 +569,10 @@ impl Layer {
                     l.record = Some(parse_bool(&value).map_err(bad)?);
                     "record"
                 }
+                "SBX_SPARE" => {
+                    l.spare = Some(parse_bool(&value).map_err(bad)?);
+                    "spare"
+                }
                 "SBX_CACHES" => {
                     l.caches = Some(parse_bool(&value).map_err(bad)?);
                     "caches"
@@ -734,6 +742,7 @@ impl Settings {
         }
         set!("record", self.record, layer.record);
         set!("caches", self.caches, layer.caches);
+        set!("spare", self.spare, layer.spare);
         Ok(())
     }
 
@@ -911,6 +920,7 @@ impl Settings {
             ("vm.disk".into(), format!("{} GiB", self.vm.disk_gib)),
             ("record".into(), self.record.to_string()),
             ("caches".into(), self.caches.to_string()),
+            ("spare".into(), self.spare.to_string()),
         ]
     }
 }

@@ -52,6 +52,9 @@ pub struct ContainerSpec {
     pub tmpfs: BTreeMap<String, String>,
     /// The engine's logging driver for the container's own output (`None`: the engine's).
     pub log_driver: Option<String>,
+    /// The engine removes the container once it stops (a spare gate that expired).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub auto_remove: bool,
 }
 
 /// What the gate's plan depends on (nothing of the checkouts, so it can start early).
@@ -65,6 +68,9 @@ pub struct GateInputs {
     pub network: String,
     pub session_dir: PathBuf,
     pub dns: Vec<IpAddr>,
+    /// For a gate started ahead of its session (`spare`): how many seconds it waits to be
+    /// claimed before it stops itself.
+    pub spare_for: Option<u64>,
 }
 
 /// Everything the agent's plan depends on.
@@ -155,7 +161,14 @@ pub fn gate(i: &GateInputs) -> ContainerSpec {
         name: gate_name(&i.session_id),
         image: i.image.clone(),
         user: "0:0".into(),
-        cmd: vec!["/usr/local/lib/sbx/gate".into()],
+        cmd: match i.spare_for {
+            None => vec!["/usr/local/lib/sbx/gate".into()],
+            Some(s) => vec![
+                "/usr/local/lib/sbx/gate".into(),
+                "spare".into(),
+                s.to_string(),
+            ],
+        },
         labels: labels(&i.session_id, &i.owner, "gate"),
         mounts: vec![
             bind(gate_dir(&i.session_dir), GATE_CONF_DIR, true),
@@ -185,6 +198,9 @@ pub fn gate(i: &GateInputs) -> ContainerSpec {
         read_only_rootfs: false,
         tmpfs: BTreeMap::new(),
         log_driver: None,
+        // A spare gate nobody claims stops itself, and then nothing of it stays, even when the
+        // HOME that made it is gone (and with it every `sbx gc` that would look for it).
+        auto_remove: i.spare_for.is_some(),
     }
 }
 
@@ -248,6 +264,7 @@ pub fn agent(i: &Inputs) -> ContainerSpec {
         // The agent owns its PID 1 and could write without end to its stdout, which the engine
         // would keep in a log file on its disk; the command's output goes through the exec.
         log_driver: Some("none".into()),
+        auto_remove: false,
     }
 }
 
@@ -293,6 +310,7 @@ mod tests {
         Inputs {
             gate: GateInputs {
                 session_id: "abc123".into(),
+                spare_for: None,
                 owner: "0123456789ab".into(),
                 image: "sbx-gate:latest".into(),
                 network: "sbx-sessions".into(),

@@ -14,15 +14,16 @@ use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, ExecConfig, HostConfig, NetworkCreateRequest};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateContainerOptionsBuilder,
-    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, ResizeExecOptionsBuilder,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListNetworksOptionsBuilder,
+    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    RemoveVolumeOptionsBuilder, ResizeExecOptionsBuilder, TagImageOptionsBuilder,
 };
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWrite;
 
 use crate::container::{ContainerSpec, OWNER_LABEL, SESSION_LABEL};
-use crate::image::{FINGERPRINT_LABEL, ImageSpec};
+use crate::image::{FINGERPRINT_LABEL, ImageSpec, ROLE_LABEL};
 
 /// The most [`Engine::run_once`] keeps of a command's output.
 const RUN_ONCE_OUTPUT: usize = 64 << 10;
@@ -204,6 +205,27 @@ pub struct Labelled {
     pub session: String,
 }
 
+/// A local image: its id, names and [`FINGERPRINT_LABEL`] (empty when it has none).
+#[derive(Debug, Clone)]
+pub struct LocalImage {
+    pub id: String,
+    pub tags: Vec<String>,
+    pub fingerprint: String,
+    /// When a name was last put on it (seconds since the epoch), if ever.
+    pub last_tagged: Option<i64>,
+}
+
+/// An image sbx built ([`ROLE_LABEL`]), as `sbx gc` sees it.
+#[derive(Debug, Clone)]
+pub struct BuiltImage {
+    pub id: String,
+    pub tags: Vec<String>,
+    pub role: String,
+    /// Seconds since the epoch.
+    pub created: i64,
+    pub last_tagged: Option<i64>,
+}
+
 impl Engine {
     /// Connects and checks the engine answers (within a few seconds).
     pub async fn connect(endpoint: &str) -> Result<Engine, EngineError> {
@@ -301,15 +323,121 @@ impl Engine {
 
     /// The fingerprint label of a local image, `None` when the image is absent.
     pub async fn image_fingerprint(&self, tag: &str) -> Result<Option<String>, EngineError> {
-        match self.docker.inspect_image(tag).await {
-            Ok(img) => Ok(Some(
-                img.config
+        Ok(self.local_image(tag).await?.map(|i| i.fingerprint))
+    }
+
+    /// A local image by name, `None` when it is absent.
+    pub async fn local_image(&self, name: &str) -> Result<Option<LocalImage>, EngineError> {
+        match self.docker.inspect_image(name).await {
+            Ok(img) => Ok(Some(LocalImage {
+                id: img.id.unwrap_or_default(),
+                tags: img.repo_tags.unwrap_or_default(),
+                last_tagged: img
+                    .metadata
+                    .and_then(|m| m.last_tag_time)
+                    .and_then(|t| crate::imagegc::parse_time(&t)),
+                fingerprint: img
+                    .config
                     .and_then(|c| c.labels)
                     .and_then(|l| l.get(FINGERPRINT_LABEL).cloned())
                     .unwrap_or_default(),
-            )),
+            })),
             Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(api(format!("inspect the image `{tag}`"))(e)),
+            Err(e) => Err(api(format!("inspect the image `{name}`"))(e)),
+        }
+    }
+
+    /// `docker tag SOURCE TARGET`; a name that was on another image moves.
+    pub async fn tag_image(&self, source: &str, target: &str) -> Result<(), EngineError> {
+        let (repo, tag) = match target.rfind(':').filter(|&i| !target[i..].contains('/')) {
+            Some(i) => (&target[..i], &target[i + 1..]),
+            None => (target, "latest"),
+        };
+        let opts = TagImageOptionsBuilder::default()
+            .repo(repo)
+            .tag(tag)
+            .build();
+        self.docker
+            .tag_image(source, Some(opts))
+            .await
+            .map_err(api(format!("tag the image `{source}` as `{target}`")))
+    }
+
+    /// Every image sbx built, on this engine.
+    pub async fn built_images(&self) -> Result<Vec<BuiltImage>, EngineError> {
+        let filters = HashMap::from([("label".to_owned(), vec![ROLE_LABEL.to_owned()])]);
+        let list = self
+            .docker
+            .list_images(Some(
+                ListImagesOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(api("list images"))?;
+        // The last tag time is only in an image's inspection.
+        let mut out = Vec::new();
+        for i in list {
+            let last_tagged = match self.local_image(&i.id).await? {
+                Some(l) => l.last_tagged,
+                None => continue,
+            };
+            out.push(BuiltImage {
+                role: i.labels.get(ROLE_LABEL).cloned().unwrap_or_default(),
+                id: i.id,
+                tags: i
+                    .repo_tags
+                    .into_iter()
+                    .filter(|t| t != "<none>:<none>")
+                    .collect(),
+                created: i.created,
+                last_tagged,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The id of an image sbx built with this fingerprint, under whatever name.
+    pub async fn image_by_fingerprint(
+        &self,
+        fingerprint: &str,
+    ) -> Result<Option<String>, EngineError> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{FINGERPRINT_LABEL}={fingerprint}")],
+        )]);
+        let list = self
+            .docker
+            .list_images(Some(
+                ListImagesOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(api("list images"))?;
+        Ok(list.into_iter().next().map(|i| i.id))
+    }
+
+    /// The image id of every container on the engine, running or not, whoever made it.
+    pub async fn images_in_use(&self) -> Result<std::collections::HashSet<String>, EngineError> {
+        let cs = self
+            .docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default().all(true).build(),
+            ))
+            .await
+            .map_err(api("list containers"))?;
+        Ok(cs.into_iter().filter_map(|c| c.image_id).collect())
+    }
+
+    /// `docker rmi NAME`, never forced: a name on an image with other names only goes, and an
+    /// image a container uses (one made since it was listed) stays.
+    pub async fn remove_image(&self, name: &str) -> Result<(), EngineError> {
+        let opts = RemoveImageOptionsBuilder::default().force(false).build();
+        match self.docker.remove_image(name, Some(opts), None).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(api(format!("remove the image `{name}`"))(e)),
         }
     }
 
@@ -322,7 +450,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let labels = HashMap::from([
             (FINGERPRINT_LABEL.to_owned(), spec.fingerprint.clone()),
-            ("dev.sbx.image".to_owned(), spec.role.to_owned()),
+            (ROLE_LABEL.to_owned(), spec.role.to_owned()),
         ]);
         let args: HashMap<String, String> = spec.build_args.clone().into_iter().collect();
         let opts = BuildImageOptionsBuilder::default()
@@ -489,6 +617,15 @@ impl Engine {
         })
     }
 
+    /// Whether a container exists and runs.
+    pub async fn is_running(&self, name: &str) -> Result<bool, EngineError> {
+        match self.docker.inspect_container(name, None).await {
+            Ok(c) => Ok(c.state.and_then(|s| s.running).unwrap_or(false)),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(api(format!("inspect `{name}`"))(e)),
+        }
+    }
+
     /// A container's output so far (stdout and stderr).
     pub async fn logs(&self, name: &str) -> Result<String, EngineError> {
         let opts = bollard::query_parameters::LogsOptionsBuilder::default()
@@ -566,7 +703,7 @@ impl Engine {
             nano_cpus: spec.nano_cpus,
             pids_limit: Some(spec.pids_limit),
             init: Some(spec.init),
-            auto_remove: Some(false),
+            auto_remove: Some(spec.auto_remove),
             readonly_rootfs: Some(spec.read_only_rootfs),
             log_config: spec
                 .log_driver

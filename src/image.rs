@@ -11,7 +11,10 @@ use sha2::{Digest, Sha256};
 use crate::config::Settings;
 
 pub const FINGERPRINT_LABEL: &str = "dev.sbx.fingerprint";
-pub const GATE_TAG: &str = "sbx-gate:latest";
+/// The image's role (`sandbox` or `gate`), on every image sbx builds: what `sbx gc` looks for.
+pub const ROLE_LABEL: &str = "dev.sbx.image";
+/// The gate image's friendly name; sessions use its fingerprint tag.
+pub const GATE_ALIAS: &str = "sbx-gate:latest";
 
 const AGENT_DOCKERFILE: &str = include_str!("../sandbox/Dockerfile");
 const CA_README: &str = include_str!("../sandbox/ca/README");
@@ -25,7 +28,14 @@ pub const SELFCHECK: &str = include_str!("../sandbox/selfcheck.sh");
 pub struct ImageSpec {
     /// `sandbox` or `gate`, for messages.
     pub role: &'static str,
+    /// What sessions use: the alias's repository, tagged by the fingerprint
+    /// (`sbx-sandbox:fp-0123456789abcdef`). Settings that differ (extra CAs, a Dockerfile, a
+    /// `setup --update` stamp) make different tags, so two users or projects on one engine never
+    /// rebuild each other's images, and a session never runs another's.
     pub tag: String,
+    /// The friendly name (`image.tag`, or `sbx-gate:latest`): moved to the image each session
+    /// uses, for people; sbx never runs it.
+    pub alias: String,
     pub context: Vec<u8>,
     pub build_args: BTreeMap<String, String>,
     pub fingerprint: String,
@@ -64,6 +74,14 @@ pub fn specs(settings: &Settings) -> Result<Vec<ImageSpec>, ImageError> {
     Ok(vec![gate_image(settings)?, agent_image(settings)?])
 }
 
+/// The tag sessions use for the image of this role (`gate` or `sandbox`) among `specs`.
+pub fn tag_of<'a>(specs: &'a [ImageSpec], role: &str) -> &'a str {
+    specs
+        .iter()
+        .find(|s| s.role == role)
+        .map_or("", |s| s.tag.as_str())
+}
+
 /// The agent's image.
 pub fn agent_image(settings: &Settings) -> Result<ImageSpec, ImageError> {
     let mut files = match &settings.image.dockerfile {
@@ -91,7 +109,7 @@ pub fn gate_image(settings: &Settings) -> Result<ImageSpec, ImageError> {
     ];
     files.extend(ca_files(&settings.image.extra_ca_certs)?);
     let build_args = BTreeMap::from([("BASE_IMAGE".to_owned(), settings.image.base.clone())]);
-    Ok(spec("gate", GATE_TAG, files, build_args))
+    Ok(spec("gate", GATE_ALIAS, files, build_args))
 }
 
 /// A digest of what a Dockerfile folder and CA certificate files put into an image: what an
@@ -117,9 +135,21 @@ fn file(path: &str, text: &str, mode: u32) -> File {
     }
 }
 
+/// `alias`'s repository (a registry's `host:port/` kept) tagged `fp-` and the fingerprint's first
+/// 16 hex digits.
+pub fn fingerprint_tag(alias: &str, fingerprint: &str) -> String {
+    let name_start = alias.rfind('/').map_or(0, |i| i + 1);
+    let repo = match alias[name_start..].rfind(':') {
+        Some(i) => &alias[..name_start + i],
+        None => alias,
+    };
+    let repo = repo.split('@').next().unwrap_or(repo);
+    format!("{repo}:fp-{}", &fingerprint[..16.min(fingerprint.len())])
+}
+
 fn spec(
     role: &'static str,
-    tag: &str,
+    alias: &str,
     mut files: Vec<File>,
     build_args: BTreeMap<String, String>,
 ) -> ImageSpec {
@@ -130,12 +160,14 @@ fn spec(
     for (k, v) in &build_args {
         h.update(format!("\0{k}={v}").as_bytes());
     }
+    let fingerprint = hex::encode(h.finalize());
     ImageSpec {
         role,
-        tag: tag.to_owned(),
+        tag: fingerprint_tag(alias, &fingerprint),
+        alias: alias.to_owned(),
         context,
         build_args,
-        fingerprint: hex::encode(h.finalize()),
+        fingerprint,
     }
 }
 
@@ -308,6 +340,36 @@ mod tests {
             gate_image(&s3).unwrap().fingerprint,
             gate_image(&s).unwrap().fingerprint
         );
+    }
+
+    #[test]
+    fn sessions_use_a_tag_named_by_the_fingerprint() {
+        let fp = "0123456789abcdef0123";
+        for (alias, want) in [
+            ("sbx-sandbox:latest", "sbx-sandbox:fp-0123456789abcdef"),
+            ("mine", "mine:fp-0123456789abcdef"),
+            (
+                "reg.example:5000/team/img:dev",
+                "reg.example:5000/team/img:fp-0123456789abcdef",
+            ),
+            (
+                "reg.example:5000/img",
+                "reg.example:5000/img:fp-0123456789abcdef",
+            ),
+        ] {
+            assert_eq!(fingerprint_tag(alias, fp), want, "{alias}");
+        }
+        let s = Settings::default();
+        let a = agent_image(&s).unwrap();
+        assert_eq!(a.alias, "sbx-sandbox:latest");
+        assert_eq!(a.tag, format!("sbx-sandbox:fp-{}", &a.fingerprint[..16]));
+        let g = gate_image(&s).unwrap();
+        assert_eq!(g.alias, GATE_ALIAS);
+        assert!(g.tag.starts_with("sbx-gate:fp-"), "{}", g.tag);
+        // Different settings, different tags: neither rebuilds the other's image.
+        let mut s2 = Settings::default();
+        s2.image.claude_code_refresh = Some("1".into());
+        assert_ne!(agent_image(&s2).unwrap().tag, a.tag);
     }
 
     #[test]

@@ -324,6 +324,7 @@ mod tests {
         ImageSpec {
             role: "gate",
             tag: tag.into(),
+            alias: tag.into(),
             context: Vec::new(),
             build_args: Default::default(),
             fingerprint: fp.into(),

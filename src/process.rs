@@ -216,6 +216,29 @@ impl Cmd {
     }
 }
 
+/// Starts a program that outlives sbx: no terminal (all three streams on `/dev/null`), a session
+/// of its own (so the terminal's Ctrl-C and hang-up never reach it), not waited for. For sbx's
+/// own background helpers; a failure to start is only a missed optimisation.
+pub fn spawn_detached(program: &Path, args: &[String]) {
+    use std::os::unix::process::CommandExt;
+    let mut c = std::process::Command::new(program);
+    c.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: `setsid` is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        c.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    if let Ok(child) = c.spawn() {
+        // Reaped by init once sbx exits; dropping the handle does not kill it.
+        drop(child);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -118,12 +118,40 @@ fn agent_owner(ids: (u32, u32)) -> Option<(u32, u32)> {
     rustix::process::getuid().is_root().then_some(ids)
 }
 
-/// Brings the session's images up to date, building what changed.
+/// Brings the session's images up to date, building what changed, and moves each friendly alias
+/// to the image this session uses. An image with the same fingerprint under another name (an
+/// older sbx's alias, another `image.tag`) is given the fingerprint tag instead of being rebuilt.
 pub async fn ensure_images(ui: &Ui, engine: &Engine, specs: &[ImageSpec]) -> anyhow::Result<bool> {
+    let found = join_all(specs.iter().map(|s| async move {
+        let have = engine.local_image(&s.tag).await?;
+        if have
+            .as_ref()
+            .is_some_and(|i| i.fingerprint == s.fingerprint)
+        {
+            return Ok::<_, crate::engine::EngineError>(have);
+        }
+        match engine.image_by_fingerprint(&s.fingerprint).await? {
+            Some(id) => {
+                engine.tag_image(&id, &s.tag).await?;
+                Ok(engine.local_image(&s.tag).await?)
+            }
+            None => Ok(None),
+        }
+    }))
+    .await;
     let mut to_build = Vec::new();
-    for s in specs {
-        if engine.image_fingerprint(&s.tag).await?.as_deref() != Some(s.fingerprint.as_str()) {
-            to_build.push(s);
+    for (s, have) in specs.iter().zip(found) {
+        match have? {
+            Some(i) if i.fingerprint == s.fingerprint => {
+                // Only a name for people, and a sign of use for `sbx gc` (`imagegc`): a failure
+                // here costs nothing. Moving the alias tags the image too.
+                if !i.tags.contains(&s.alias) {
+                    let _ = engine.tag_image(&s.tag, &s.alias).await;
+                } else if crate::imagegc::needs_refresh(i.last_tagged) {
+                    let _ = engine.tag_image(&s.tag, &s.tag).await;
+                }
+            }
+            _ => to_build.push(s),
         }
     }
     if to_build.is_empty() {
@@ -133,11 +161,14 @@ pub async fn ensure_images(ui: &Ui, engine: &Engine, specs: &[ImageSpec]) -> any
         let bar = ui.bar(&format!("{} image", s.role));
         ui.info(format!(
             "building the {} image `{}` (only when its inputs change)",
-            s.role, s.tag
+            s.role, s.alias
         ));
         let r = engine.build(s, &bar).await;
         match &r {
-            Ok(()) => bar.finish("built"),
+            Ok(()) => {
+                bar.finish("built");
+                let _ = engine.tag_image(&s.tag, &s.alias).await;
+            }
             Err(_) => bar.abandon(),
         }
         r
@@ -201,7 +232,13 @@ impl Signals {
 pub async fn run(ctx: &Context, req: RunRequest) -> anyhow::Result<RunOutcome> {
     let t0 = Instant::now();
     let mut timings = Timings::new(t0);
-    let id = state::new_id();
+    // A gate started ahead for sessions like this one (`spare`): its id becomes the session's.
+    let spare_key = spare_key(ctx, &req)?;
+    let claimed = spare_key
+        .as_ref()
+        .and_then(|k| crate::spare::claim(&ctx.dirs, k));
+    let spare = claimed.is_some();
+    let id = claimed.unwrap_or_else(state::new_id);
     let dir = ctx.dirs.session(&id);
     state::create_private_dir(&dir)
         .with_context(|| format!("cannot create the session folder `{}`", dir.display()))?;
@@ -238,7 +275,7 @@ pub async fn run(ctx: &Context, req: RunRequest) -> anyhow::Result<RunOutcome> {
     with(&live, |l| l.started = Some(t0));
 
     let result = tokio::select! {
-        r = start_and_exec(ctx, &req, &id, &dir, &live, &mut record, &mut timings) => r,
+        r = start_and_exec(ctx, &req, &id, &dir, spare, &live, &mut record, &mut timings) => r,
         sig = signals.next() => {
             ctx.ui.fresh_line();
             ctx.ui.notice(format!("{} received, stopping the session", signal_name(sig)));
@@ -249,8 +286,8 @@ pub async fn run(ctx: &Context, req: RunRequest) -> anyhow::Result<RunOutcome> {
     ctx.ui.fresh_line();
 
     let began = Instant::now();
-    let outcomes = tokio::select! {
-        o = teardown(&id, &live, req.keep) => o,
+    let (outcomes, leftover) = tokio::select! {
+        o = teardown(&id, &live, req.keep, spare_key.is_some()) => o,
         sig = signals.next() => {
             ctx.ui.warn(format!(
                 "{} received again: leaving the rest of the cleanup to `sbx gc`",
@@ -277,6 +314,11 @@ pub async fn run(ctx: &Context, req: RunRequest) -> anyhow::Result<RunOutcome> {
     }
     report_outcomes(&ctx.ui, &record.outcomes);
     let _ = std::fs::remove_dir(dir.join("repos"));
+    if let Some(key) = &spare_key {
+        // A helper that outlives this process removes this session's stopped containers, then
+        // makes the next session's gate.
+        crate::spare::spawn_helper(key, &leftover);
+    }
     let (exit_code, output) = result?;
     Ok(RunOutcome {
         exit_code,
@@ -284,6 +326,25 @@ pub async fn run(ctx: &Context, req: RunRequest) -> anyhow::Result<RunOutcome> {
         session_id: id,
         timings,
     })
+}
+
+/// What a spare gate must match for this session to use one, when it may: its own engine on
+/// this machine (not a VM's, not over SSH) and `spare` on.
+fn spare_key(ctx: &Context, req: &RunRequest) -> anyhow::Result<Option<crate::spare::Key>> {
+    let s = &req.settings;
+    if !s.spare || req.vm.is_some() || req.endpoint.starts_with("ssh://") {
+        return Ok(None);
+    }
+    Ok(Some(crate::spare::Key {
+        endpoint: req.endpoint.clone(),
+        image: image::gate_image(s)?.tag,
+        network: s
+            .network
+            .clone()
+            .unwrap_or_else(|| container::SHARED_NETWORK.to_owned()),
+        dns: s.dns.clone(),
+        owner: ctx.dirs.owner_tag(),
+    }))
 }
 
 fn signal_name(sig: i32) -> &'static str {
@@ -357,6 +418,7 @@ async fn start_and_exec(
     req: &RunRequest,
     id: &str,
     dir: &Path,
+    spare: bool,
     live: &Shared,
     record: &mut Record,
     timings: &mut Timings,
@@ -375,10 +437,11 @@ async fn start_and_exec(
     let gate_inputs = container::GateInputs {
         session_id: id.to_owned(),
         owner: ctx.dirs.owner_tag(),
-        image: image::GATE_TAG.to_owned(),
+        image: image::tag_of(&specs, "gate").to_owned(),
         network: String::new(),
         session_dir: dir.to_owned(),
         dns: settings.dns.clone(),
+        spare_for: None,
     };
     let gate_name = container::gate_name(id);
     let agent_name = container::agent_name(id);
@@ -491,6 +554,15 @@ async fn start_and_exec(
         timings_push(live, "network", began);
         let gateway = engine.network_gateway(&network).await?;
         let began = Instant::now();
+        if spare {
+            // A spare gate that no longer runs (the engine restarted, `sbx gc` took it) is
+            // replaced by a new one, as if there had been no spare.
+            if engine.is_running(&gate_name).await? {
+                timings_push(live, "spare gate check", began);
+                return Ok::<_, anyhow::Error>((engine, capacity, gateway, None));
+            }
+            engine.remove_container(&gate_name).await?;
+        }
         let gate = container::gate(&container::GateInputs {
             network,
             ..gate_inputs.clone()
@@ -498,7 +570,7 @@ async fn start_and_exec(
         engine.create_container(&gate).await?;
         let output = engine.attach_output(&gate.name).await?;
         timings_push(live, "gate create", began);
-        Ok::<_, anyhow::Error>((engine, capacity, gateway, output))
+        Ok::<_, anyhow::Error>((engine, capacity, gateway, Some(output)))
     };
     let checkout_side = async {
         let began = Instant::now();
@@ -555,7 +627,7 @@ async fn start_and_exec(
     let caches = if settings.caches {
         let began = Instant::now();
         let plan = crate::caches::plan(&gate_inputs.owner, &req.repos[0].common_dir, (uid, gid));
-        prepare_caches(&engine, &plan, (uid, gid)).await?;
+        prepare_caches(&engine, &plan, (uid, gid), image::tag_of(&specs, "gate")).await?;
         timings_push(live, "caches", began);
         Some(plan)
     } else {
@@ -572,7 +644,7 @@ async fn start_and_exec(
             })
             .unwrap_or_default(),
         gate: gate_inputs,
-        agent_image: settings.image.tag.clone(),
+        agent_image: image::tag_of(&specs, "sandbox").to_owned(),
         uid,
         gid,
         mounts: checkouts.iter().flat_map(|c| c.mounts.clone()).collect(),
@@ -587,19 +659,45 @@ async fn start_and_exec(
     // only once the gate reports the firewall loaded: until then the namespace is open, and
     // whatever the agent's image runs at start (its `sleep`, in a custom image) would be too.
     let began = Instant::now();
-    let (gate_started, agent_created) = tokio::join!(
-        engine.start_container(&gate_name),
-        engine.create_container(&agent)
-    );
-    gate_started?;
-    agent_created?;
-    timings_push(live, "gate start", began);
-    let began = Instant::now();
-    wait_for_gate(gate_output).await?;
-    timings_push(live, "firewall apply", began);
-    let began = Instant::now();
-    engine.start_container(&agent.name).await?;
-    timings_push(live, "agent start", began);
+    match gate_output {
+        Some(output) => {
+            let (gate_started, agent_created) = tokio::join!(
+                engine.start_container(&gate_name),
+                engine.create_container(&agent)
+            );
+            gate_started?;
+            agent_created?;
+            timings_push(live, "gate start", began);
+            let began = Instant::now();
+            wait_for_gate(output).await?;
+            timings_push(live, "firewall apply", began);
+            let began = Instant::now();
+            engine.start_container(&agent.name).await?;
+            timings_push(live, "agent start", began);
+        }
+        None => {
+            // A spare gate denies everything until it reloads: the agent may start meanwhile,
+            // and nothing of it (its image's start-up included) gets out before this session's
+            // own plan is in place. The command waits for the reload.
+            let reload = async {
+                let began = Instant::now();
+                let r = reload_gate(&engine, &gate_name).await;
+                timings_push(live, "spare gate reload", began);
+                r
+            };
+            let agent_up = async {
+                engine.create_container(&agent).await?;
+                timings_push(live, "agent create", began);
+                let began = Instant::now();
+                engine.start_container(&agent.name).await?;
+                timings_push(live, "agent start", began);
+                Ok::<_, anyhow::Error>(())
+            };
+            let (reloaded, started) = tokio::join!(reload, agent_up);
+            started?;
+            reloaded.context("the gate started ahead could not load this session's plan")?;
+        }
+    }
 
     let began = Instant::now();
     let tty = crate::terminal::stdin_is_tty() && crate::terminal::stdout_is_tty();
@@ -723,6 +821,7 @@ async fn prepare_caches(
     engine: &Engine,
     plan: &crate::caches::Plan,
     (uid, gid): (u32, u32),
+    gate_image: &str,
 ) -> anyhow::Result<()> {
     use crate::caches::{KIND_LABEL, USER_LABEL};
     let user = format!("{uid}:{gid}");
@@ -757,7 +856,7 @@ async fn prepare_caches(
     cmd.extend(fresh.iter().map(|(_, at)| at.clone()));
     let spec = container::ContainerSpec {
         name: format!("sbx-cache-prep-{}", state::new_id()),
-        image: image::GATE_TAG.into(),
+        image: gate_image.to_owned(),
         user: "0:0".into(),
         cmd,
         labels: plan
@@ -806,7 +905,23 @@ async fn check_user_network(engine: &Engine, network: &str) -> anyhow::Result<()
 }
 
 /// Waits for the gate to report its firewall and DNS filter in place.
-async fn wait_for_gate(
+/// Has a running gate load its session's plan again (`gate reload`): after `sbx allow`, and when a
+/// session claims a spare gate.
+pub async fn reload_gate(engine: &Engine, gate: &str) -> anyhow::Result<()> {
+    let (code, out) = engine
+        .exec_output(
+            gate,
+            vec!["/usr/local/lib/sbx/gate".into(), "reload".into()],
+            "0:0",
+        )
+        .await?;
+    if code != 0 || !out.contains("sbx-gate: reloaded") {
+        bail!("the gate could not load the plan:\n{}", out.trim());
+    }
+    Ok(())
+}
+
+pub(crate) async fn wait_for_gate(
     mut output: std::pin::Pin<
         Box<
             dyn futures_util::Stream<
@@ -878,21 +993,7 @@ pub fn write_session_files(
     ui: &Ui,
 ) -> anyhow::Result<()> {
     write_gate_files(dir, entries)?;
-    let logs = container::log_dir(dir);
-    std::fs::create_dir_all(&logs)?;
-    for f in [
-        "dns.log",
-        "dns.log.1",
-        "refused.log",
-        "refused.log.1",
-        "ulogd.log",
-        "ulogd.log.1",
-    ] {
-        let p = logs.join(f);
-        std::fs::write(&p, "")?;
-        // The gate writes these as a root without CAP_DAC_OVERRIDE.
-        set_mode(&p, 0o666)?;
-    }
+    write_log_files(dir)?;
     let identity = repos.first().map(worktree::identity).unwrap_or_default();
     if identity.signs_commits {
         ui.info("commit signing is off inside the sandbox (your signing key stays on the host)");
@@ -908,6 +1009,26 @@ pub fn write_session_files(
     ] {
         std::fs::write(&path, text)?;
         set_mode(&path, 0o644)?;
+    }
+    Ok(())
+}
+
+/// The gate's logs, empty (a spare's, claimed, are emptied: its start is no part of the session).
+pub fn write_log_files(dir: &Path) -> anyhow::Result<()> {
+    let logs = container::log_dir(dir);
+    std::fs::create_dir_all(&logs)?;
+    for f in [
+        "dns.log",
+        "dns.log.1",
+        "refused.log",
+        "refused.log.1",
+        "ulogd.log",
+        "ulogd.log.1",
+    ] {
+        let p = logs.join(f);
+        std::fs::write(&p, "")?;
+        // The gate writes these as a root without CAP_DAC_OVERRIDE.
+        set_mode(&p, 0o666)?;
     }
     Ok(())
 }
@@ -967,7 +1088,11 @@ pub fn gitconfig_text(id: &worktree::Identity) -> String {
 
 /// Removes the containers and, once the agent's is gone (so nothing writes to a checkout while
 /// it is judged), finishes the checkouts while the rest is removed. Idempotent.
-async fn teardown(id: &str, live: &Shared, keep: bool) -> Vec<Outcome> {
+/// Undoes the session: its containers, then its checkouts (finished only once the agent is
+/// stopped, so nothing of it writes there after), networks and VM. With `defer`, the containers
+/// are only stopped (the agent, at once) and their names returned: a helper that outlives sbx
+/// removes them (`spare`), and `sbx gc` does if it cannot; nothing of the session runs meanwhile.
+async fn teardown(id: &str, live: &Shared, keep: bool, defer: bool) -> (Vec<Outcome>, Vec<String>) {
     let (engine, containers, networks, checkouts) = with(live, |l| {
         (
             l.engine.clone(),
@@ -976,6 +1101,11 @@ async fn teardown(id: &str, live: &Shared, keep: bool) -> Vec<Outcome> {
             std::mem::take(&mut l.checkouts),
         )
     });
+    let deferred = if defer && engine.is_some() {
+        containers.clone()
+    } else {
+        Vec::new()
+    };
     let remove = |name: String| {
         let engine = engine.clone();
         async move {
@@ -986,13 +1116,35 @@ async fn teardown(id: &str, live: &Shared, keep: bool) -> Vec<Outcome> {
             }
         }
     };
+    let stop = |name: String| {
+        let engine = engine.clone();
+        async move {
+            if let Some(engine) = engine {
+                // `docker kill` returns once the container no longer runs.
+                let stopped =
+                    tokio::time::timeout(Duration::from_secs(20), engine.kill_container(&name))
+                        .await;
+                if !matches!(stopped, Ok(Ok(()))) {
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(20),
+                        engine.remove_container(&name),
+                    )
+                    .await;
+                }
+            }
+        }
+    };
     let mut names = containers.into_iter();
     let agent = names.next();
-    let others = join_all(names.map(remove));
+    let others = join_all(names.filter(|_| deferred.is_empty()).map(remove));
     let id = id.to_owned();
     let agent_then_checkouts = async {
         if let Some(a) = agent {
-            remove(a).await;
+            if deferred.is_empty() {
+                remove(a).await;
+            } else {
+                stop(a).await;
+            }
         }
         tokio::task::spawn_blocking(move || {
             checkouts
@@ -1018,7 +1170,7 @@ async fn teardown(id: &str, live: &Shared, keep: bool) -> Vec<Outcome> {
         let _ = lima.remove_session_vm(&name).await;
         timings_push(live, "vm delete", began);
     }
-    outcomes
+    (outcomes, deferred)
 }
 
 /// The engine endpoint of this session: the local one, or a guest's Docker socket forwarded

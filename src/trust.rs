@@ -55,6 +55,8 @@ pub fn widenings(below: &Settings, with: &Settings) -> Vec<Widening> {
         vm,
         record,
         caches,
+        // A gate started ahead holds nothing of any session and lets nothing out.
+        spare: _,
         sources: _,
     } = with;
     let mut out = Vec::new();

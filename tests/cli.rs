@@ -312,13 +312,47 @@ fn setup_update_rebuilds_claude_code_and_doctor_shows_its_version() {
         "{}",
         stderr(&o)
     );
+
+    // Another HOME, without the stamp, under the same `image.tag`: its image is the usual one,
+    // found by fingerprint and tagged, not built; after that the two settings alternate without
+    // rebuilding each other's images, each session using its own fingerprint tag.
+    let other = Env::new();
+    let other_setup = || {
+        other
+            .sbx()
+            .env("SBX_IMAGE_TAG", tag)
+            .current_dir(other.home())
+            .arg("setup")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = other_setup();
+    assert_ok(&o);
+    assert!(!stderr(&o).contains("building"), "{}", stderr(&o));
+    for _ in 0..2 {
+        for o in [sbx(&["setup"]), other_setup()] {
+            assert_ok(&o);
+            assert!(
+                stderr(&o).contains("images are up to date"),
+                "{}",
+                stderr(&o)
+            );
+        }
+    }
+    let tags = docker_ok(&["images", "sbxtest-update", "--format", "{{.Tag}}"]);
+    let mut tags: Vec<&str> = tags.lines().collect();
+    tags.sort();
+    assert_eq!(tags.len(), 3, "{tags:?}");
+    assert_eq!(tags[2], "latest");
+    assert!(tags[..2].iter().all(|t| t.starts_with("fp-")), "{tags:?}");
 }
 
 struct ImageCleanup(&'static str);
 
 impl Drop for ImageCleanup {
     fn drop(&mut self) {
-        let _ = docker(&["rmi", "-f", self.0]);
+        remove_repo(self.0.split(':').next().unwrap_or(self.0));
     }
 }
 
@@ -369,4 +403,124 @@ COMP_WORDS=(sbx setup --up); COMP_CWORD=2; _sbx sbx --up setup; echo "flags: ${{
     for page in ["sbx.1", "sbx-run.1", "sbx-login.1", "sbx-token-set.1"] {
         assert!(dir.join(page).is_file(), "{page}");
     }
+}
+
+/// An image of one small file, named `name`, that looks built long ago: `docker save`d, its
+/// creation time set to 2020, loaded again (a loaded image has never been tagged).
+fn old_image(dir: &std::path::Path, name: &str, sbx_label: bool) {
+    use sha2::Digest;
+    let ctx = dir.join(name.replace([':', '/'], "-"));
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("f"), name).unwrap();
+    let label = if sbx_label {
+        "LABEL dev.sbx.image=sandbox\n"
+    } else {
+        ""
+    };
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM scratch\nCOPY f /f\n{label}"),
+    )
+    .unwrap();
+    docker_ok(&["build", "-q", "-t", name, ctx.to_str().unwrap()]);
+    let saved = ctx.join("saved.tar");
+    docker_ok(&["save", "-o", saved.to_str().unwrap(), name]);
+    docker_ok(&["rmi", name]);
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut ar = tar::Archive::new(std::fs::File::open(&saved).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.header().entry_type().is_file() {
+            let path = e.path().unwrap().display().to_string();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            files.push((path, data));
+        }
+    }
+    let find = |p: &str| files.iter().find(|(n, _)| n == p).unwrap().1.clone();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&find("manifest.json")).unwrap();
+    let config_name = manifest[0]["Config"].as_str().unwrap().to_owned();
+    let mut config: serde_json::Value = serde_json::from_slice(&find(&config_name)).unwrap();
+    config["created"] = "2020-01-01T00:00:00Z".into();
+    let config = serde_json::to_vec(&config).unwrap();
+    let new_name = format!("{}.json", hex::encode(sha2::Sha256::digest(&config)));
+    manifest[0]["Config"] = new_name.clone().into();
+    files.retain(|(n, _)| *n != config_name && n != "manifest.json" && n != "repositories");
+    files.push((new_name, config));
+    files.push((
+        "manifest.json".into(),
+        serde_json::to_vec(&manifest).unwrap(),
+    ));
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in &files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, path, data.as_slice()).unwrap();
+    }
+    let tarball = ctx.join("old.tar");
+    std::fs::write(&tarball, b.into_inner().unwrap()).unwrap();
+    docker_ok(&["load", "-q", "-i", tarball.to_str().unwrap()]);
+    let created = docker_ok(&["image", "inspect", "-f", "{{.Created}}", name]);
+    assert!(created.starts_with("2020-01-01"), "{created}");
+}
+
+fn image_exists(name: &str) -> bool {
+    docker(&["image", "inspect", name]).status.success()
+}
+
+/// `sbx gc` removes the images sbx built that nothing needs (not used for two weeks, not the
+/// current settings', in no container); what was built or used recently, what a container uses,
+/// the current images and images sbx did not build stay.
+#[test]
+fn gc_removes_only_the_images_nothing_needs() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    let dir = tempfile::tempdir().unwrap();
+    let names = [
+        "sbxtest-gc-old:fp-1",
+        "sbxtest-gc-used:fp-1",
+        "sbxtest-gc-foreign:old",
+        "sbxtest-gc-new:fp-1",
+    ];
+    struct Cleanup<'a>(&'a [&'a str], String);
+    impl Drop for Cleanup<'_> {
+        fn drop(&mut self) {
+            let _ = docker(&["rm", "-f", &self.1]);
+            for n in self.0 {
+                let _ = docker(&["rmi", n]);
+            }
+        }
+    }
+    old_image(dir.path(), names[0], true);
+    old_image(dir.path(), names[1], true);
+    old_image(dir.path(), names[2], false);
+    let fresh = dir.path().join("fresh");
+    std::fs::create_dir_all(&fresh).unwrap();
+    std::fs::write(fresh.join("f"), "fresh").unwrap();
+    std::fs::write(
+        fresh.join("Dockerfile"),
+        "FROM scratch\nCOPY f /f\nLABEL dev.sbx.image=sandbox\n",
+    )
+    .unwrap();
+    docker_ok(&["build", "-q", "-t", names[3], fresh.to_str().unwrap()]);
+    let container = docker_ok(&["create", "--label", TEST_LABEL, names[1], "/f"]);
+    let _cleanup = Cleanup(&names, container);
+
+    let o = env.run(env.home(), &["gc"]);
+    assert_ok(&o);
+    assert!(!image_exists(names[0]), "{}", stderr(&o));
+    assert!(stderr(&o).contains("image name"), "{}", stderr(&o));
+    for n in &names[1..] {
+        assert!(image_exists(n), "{n} was removed:\n{}", stderr(&o));
+    }
+    // The current settings' images stayed: nothing to build.
+    let o = env.run(env.home(), &["setup"]);
+    assert_ok(&o);
+    assert!(
+        stderr(&o).contains("images are up to date"),
+        "{}",
+        stderr(&o)
+    );
 }

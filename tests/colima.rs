@@ -286,7 +286,10 @@ exit 7"#;
         .iter()
         .map(|i| i[0].as_str().unwrap())
         .collect();
-    assert_eq!(tags, ["sbx-gate:latest", "sbxtest-colima-agent:latest"]);
+    // Saved under the tags sessions use: the fingerprint tags.
+    assert_eq!(tags.len(), 2, "{tags:?}");
+    assert!(tags[0].starts_with("sbx-gate:fp-"), "{tags:?}");
+    assert!(tags[1].starts_with("sbxtest-colima-agent:fp-"), "{tags:?}");
 
     // A second session: a fresh profile again, whose engine gets the saved images, not a build.
     let t = Instant::now();
@@ -503,6 +506,7 @@ fn the_image_cache_loads_only_what_it_saved_and_nothing_altered() {
     let spec = |fp: &str| sbx::image::ImageSpec {
         role: "gate",
         tag: tag.clone(),
+        alias: tag.clone(),
         context: Vec::new(),
         build_args: Default::default(),
         fingerprint: fp.to_owned(),

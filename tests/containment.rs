@@ -446,7 +446,7 @@ print("now=%s" % tcp("{evil_ip}", 80)[0])
     let args = network_run_args(&net, &[], python(&body));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = env.run(&repo, &args);
-    let _ = docker(&["rmi", "-f", "sbxtest-early:latest"]);
+    remove_repo("sbxtest-early");
     assert_ok(&o);
     let out = stdout(&o);
     // Nothing connected before the firewall; the image's own entrypoint and healthcheck never

@@ -4,6 +4,7 @@
 mod common;
 
 use std::process::Stdio;
+use std::time::Duration;
 
 use common::*;
 
@@ -368,4 +369,139 @@ fn claude_code_starts_with_no_name_refused_and_its_updater_off() {
         "{}",
         dns_log(&dns)
     );
+}
+
+/// The ready spare's id under this HOME, once its helper has made it.
+fn ready_spare(env: &Env) -> Option<String> {
+    let mut found = None;
+    wait_until(Duration::from_secs(30), || {
+        found = ready_spare_now(env);
+        found.is_some()
+    });
+    found
+}
+
+fn files_under(dir: &std::path::Path, base: &std::path::Path, out: &mut Vec<String>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files_under(&p, base, out);
+        } else {
+            out.push(p.strip_prefix(base).unwrap().display().to_string());
+        }
+    }
+}
+
+/// A gate started ahead for the next session holds nothing of any session and lets nothing out,
+/// tried from its own namespace as the agent would be; the next session takes it over with that
+/// session's own allowlist (allowed host reachable, any other refused, the self-check passing),
+/// a new one is made after it, and `sbx gc` removes it.
+#[test]
+fn a_spare_gate_lets_nothing_out_and_the_session_that_claims_it_gets_its_own_allowlist() {
+    require_docker!();
+    ensure_images();
+    let env = Env::new();
+    let mut net = TestNet::new(&[]);
+    let _g = SessionGuard { env: &env };
+    let good = net.web_host("good.test");
+    net.web_host("evil.test");
+    let good_ip = net.ip(&good, false);
+    let repo = env.repo("app");
+    let run = |body: &str| {
+        let args = network_run_args(&net, &["good.test"], python(body));
+        env.sbx()
+            .env("SBX_SPARE", "true")
+            .current_dir(&repo)
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = run("print('first=%s' % http('http://good.test/'))");
+    assert_ok(&o);
+    assert_eq!(line(&stdout(&o), "first"), "hello from good.test");
+    let spare = ready_spare(&env).expect("no spare gate was made after the session");
+    let spare_dir = env.cache().join("sbx/spares").join(&spare);
+
+    // Nothing of any session in it: the gate's plan and empty logs.
+    let mut files = Vec::new();
+    files_under(&spare_dir, &spare_dir, &mut files);
+    files.sort();
+    for f in &files {
+        assert!(
+            f.starts_with("gate/") || f.starts_with("log/") || f == "spare.json",
+            "{files:?}"
+        );
+    }
+    // Its logs hold only the DNS filter's own start-up lines.
+    for f in files.iter().filter(|f| f.starts_with("log/")) {
+        let text = std::fs::read_to_string(spare_dir.join(f)).unwrap();
+        assert!(
+            !text.contains("query") && !text.contains("SRC="),
+            "{f}: {text}"
+        );
+    }
+    // From inside its namespace, as an unprivileged process: no name, no address answers.
+    let resolv = spare_dir.join("gate/resolv.conf");
+    let probe = python(&format!(
+        "print('name=%s' % resolve('good.test'))\nprint('web=%s' % http('http://{good_ip}/'))"
+    ));
+    let mut args = vec![
+        "run".to_owned(),
+        "--rm".into(),
+        "--label".into(),
+        TEST_LABEL.into(),
+        "--network".into(),
+        format!("container:sbx-{spare}-gate"),
+        "--user".into(),
+        "1000:1000".into(),
+        "--cap-drop".into(),
+        "ALL".into(),
+        "-v".into(),
+        format!("{}:/etc/resolv.conf:ro", resolv.display()),
+        "sbx-sandbox:latest".into(),
+    ];
+    args.extend(probe);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = docker_ok(&args);
+    assert_eq!(line(&out, "name"), "nxdomain", "{out}");
+    assert_eq!(line(&out, "web"), "error", "{out}");
+
+    // The next session takes it over, with its own allowlist.
+    let o = run("import os\nprint('id=%s' % os.environ['SBX_SESSION'])\n\
+         print('good=%s' % http('http://good.test/'))\nprint('evil=%s' % http('http://evil.test/'))");
+    assert_ok(&o);
+    let out = stdout(&o);
+    assert_eq!(line(&out, "id"), spare, "{}", stderr(&o));
+    assert_eq!(line(&out, "good"), "hello from good.test");
+    assert_eq!(line(&out, "evil"), "error");
+    assert!(!spare_dir.exists());
+    assert!(env.sessions().join(&spare).join("session.json").exists());
+    let log = env.run(&repo, &["log", &spare]);
+    assert!(stdout(&log).contains("evil.test"), "{}", stdout(&log));
+
+    // After it, a helper removes its containers (stopped before its checkout was finished) and
+    // makes a new spare; `sbx gc` removes that.
+    let next = ready_spare(&env).expect("no spare gate was made after the second session");
+    assert_ne!(next, spare);
+    assert!(
+        wait_until(Duration::from_secs(10), || session_containers(&spare)
+            .is_empty()),
+        "{:?}",
+        session_containers(&spare)
+    );
+    let o = env.run(&repo, &["gc"]);
+    assert_ok(&o);
+    assert!(stderr(&o).contains("1 spare gate"), "{}", stderr(&o));
+    assert!(session_containers(&next).is_empty());
+    assert!(ready_spare_now(&env).is_none());
+}
+
+fn ready_spare_now(env: &Env) -> Option<String> {
+    std::fs::read_dir(env.cache().join("sbx/spares"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find(|e| e.path().join("spare.json").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
 }

@@ -1,6 +1,8 @@
 //! `sbx allow ENTRY --session ID`: widen a running session's allowlist without restarting it.
 //! The gate reloads the new plan: new sets and rules, and its DNS filter restarted.
 
+use anyhow::Context as _;
+
 use crate::allowlist::{self, Entry};
 use crate::engine::Engine;
 use crate::session::{self, Context};
@@ -25,19 +27,9 @@ pub async fn run(ctx: &Context, entries: &[String], id: &str) -> anyhow::Result<
     session::write_gate_files(&dir, &all)?;
     let engine = Engine::connect(&record.endpoint).await?;
     let gate = crate::container::gate_name(&record.id);
-    let (code, out) = engine
-        .exec_output(
-            &gate,
-            vec!["/usr/local/lib/sbx/gate".into(), "reload".into()],
-            "0:0",
-        )
-        .await?;
-    if code != 0 {
-        anyhow::bail!(
-            "the session's gate could not load the new allowlist:\n{}",
-            out.trim()
-        );
-    }
+    session::reload_gate(&engine, &gate)
+        .await
+        .context("the session's gate could not load the new allowlist")?;
     record.save(&dir)?;
     let list: Vec<String> = new.iter().map(ToString::to_string).collect();
     ctx.ui.info(format!(

@@ -122,7 +122,12 @@ struct Report {
     /// and 16 at once (what 8 sessions ask of it). Sessions cannot beat these.
     engine_baseline_ms: (f64, f64),
     cores: usize,
+    /// `docker run --rm --cap-drop ALL --network none IMAGE true`, one before each warm run:
+    /// the floor a session is measured against.
+    bare_container: Stats,
     warm_run: Stats,
+    /// Warm runs that took over a gate started ahead (`spare`).
+    warm_runs_on_spare: usize,
     phases_median_ms: Vec<(String, f64)>,
     first_output: Stats,
     setup_noop: Stats,
@@ -166,6 +171,54 @@ fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
         .success();
     anyhow::ensure!(ok, "git {args:?} failed in {}", dir.display());
     Ok(())
+}
+
+/// `docker run --rm --cap-drop ALL --network none IMAGE true` with the Docker CLI, in ms; `None`
+/// without the CLI.
+fn bare_container(image: &str) -> anyhow::Result<Option<f64>> {
+    let mut c = Command::new("docker");
+    c.args([
+        "run",
+        "--rm",
+        "--cap-drop",
+        "ALL",
+        "--network",
+        "none",
+        image,
+        "true",
+    ]);
+    match measure(c) {
+        Ok(m) if m.ok => Ok(Some(ms(m.wall))),
+        Ok(_) => anyhow::bail!("`docker run ... {image} true` failed"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Waits (up to 10 s) until the previous session's helper has a spare gate ready.
+fn wait_for_spare(dirs: &crate::paths::Dirs) {
+    let root = crate::spare::root(dirs);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        let ready = std::fs::read_dir(&root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.path().join("spare.json").exists());
+        if ready {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Removes the spare gate the bench's last session left (once its helper is done).
+async fn forget_spares(dirs: &crate::paths::Dirs) {
+    wait_for_spare(dirs);
+    let endpoint = crate::engine::resolve_endpoint(None, &dirs.home);
+    if let Ok(engine) = crate::engine::Engine::connect(&endpoint).await {
+        let _ = crate::spare::remove(dirs, &engine, true).await;
+    }
 }
 
 /// Removes what the bench's sessions left: their package caches (volumes of the bench's own
@@ -326,13 +379,30 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<i32> {
     let warm = measure(sbx_cmd(&two, &[], &["true"])?)?;
     anyhow::ensure!(warm.ok, "a warm-up session failed; run `sbx doctor`");
 
-    ctx.ui
-        .info(format!("warm `sbx run -- true` with two repos, {n} runs"));
+    let settings = super::load_settings(ctx, None, crate::config::Layer::default())?;
+    let agent_image = crate::image::agent_image(&settings)?.tag;
+    let spare = settings.spare;
+    ctx.ui.info(format!(
+        "warm `sbx run -- true` with two repos, {n} runs, each after a bare `docker run` (the floor){}",
+        if spare {
+            ", with the gate started ahead ready"
+        } else {
+            ""
+        }
+    ));
     let mut walls = Vec::new();
+    let mut floors = Vec::new();
+    let mut on_spare = 0;
     let mut failed = 0;
     let mut phases: Vec<(String, Vec<f64>)> = Vec::new();
     let mut peak = warm.max_rss_kib;
     for _ in 0..n {
+        if let Some(f) = bare_container(&agent_image)? {
+            floors.push(f);
+        }
+        if spare {
+            wait_for_spare(&bench_dirs);
+        }
         let m = measure(sbx_cmd(&two, &[], &["true"])?)?;
         peak = peak.max(m.max_rss_kib);
         if !m.ok {
@@ -340,9 +410,17 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<i32> {
             continue;
         }
         walls.push(ms(m.wall));
+        if m.timings
+            .as_ref()
+            .and_then(|t| phase_ms(t, "spare gate reload"))
+            .is_some()
+        {
+            on_spare += 1;
+        }
         collect_phases(&m, &mut phases);
     }
     let warm_run = stats(&walls, failed);
+    let bare = stats(&floors, 0);
     let phases_median_ms = phases
         .iter()
         .map(|(name, v)| (name.clone(), stats(v, 0).median_ms))
@@ -351,6 +429,9 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<i32> {
     ctx.ui.info("time to first output byte");
     let mut firsts = Vec::new();
     for _ in 0..n {
+        if spare {
+            wait_for_spare(&bench_dirs);
+        }
         let m = measure(sbx_cmd(&two, &[], &["echo", "x"])?)?;
         if let Some(f) = m.first_output.filter(|_| m.ok) {
             firsts.push(ms(f));
@@ -397,8 +478,9 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<i32> {
     let engine =
         crate::engine::Engine::connect(&crate::engine::resolve_endpoint(None, &ctx.dirs.home))
             .await?;
-    let one = baseline(&engine, 1).await?;
-    let sixteen = baseline(&engine, 16).await?;
+    let gate = crate::image::gate_image(&settings)?.tag;
+    let one = baseline(&engine, &gate, 1).await?;
+    let sixteen = baseline(&engine, &gate, 16).await?;
 
     let mut repo_size = Vec::new();
     for files in [1_000usize, 20_000] {
@@ -466,11 +548,14 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<i32> {
         });
     }
 
+    forget_spares(&bench_dirs).await;
     forget_bench_cache();
     let report = Report {
         engine_baseline_ms: (round(one), round(sixteen)),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        bare_container: bare,
         warm_run,
+        warm_runs_on_spare: on_spare,
         phases_median_ms,
         first_output,
         setup_noop,
@@ -491,13 +576,32 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<i32> {
 /// should be zero).
 async fn leftovers(dirs: &crate::paths::Dirs) -> usize {
     let endpoint = crate::engine::resolve_endpoint(None, &dirs.home);
-    let mut n = match crate::engine::Engine::connect(&endpoint).await {
-        Ok(engine) => engine
-            .labelled(&dirs.owner_tag())
-            .await
-            .map_or(0, |(containers, _)| containers.len()),
-        Err(_) => 0,
-    };
+    // A gate started ahead for the next session is no leftover; neither are the containers a
+    // finished session's helper has not removed yet (given a few seconds).
+    let spares: Vec<String> = std::fs::read_dir(crate::spare::root(dirs))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut n = 0;
+    if let Ok(engine) = crate::engine::Engine::connect(&endpoint).await {
+        for _ in 0..50 {
+            n = engine
+                .labelled(&dirs.owner_tag())
+                .await
+                .map_or(0, |(containers, _)| {
+                    containers
+                        .iter()
+                        .filter(|c| !spares.contains(&c.session))
+                        .count()
+                });
+            if n == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     for (dir, r) in crate::state::list(&dirs.sessions()) {
         let unfinished = r.phase != crate::state::Phase::Finished;
         n += usize::from(unfinished) + usize::from(dir.join("repos").exists());
@@ -522,11 +626,23 @@ fn render(r: &Report) -> String {
     };
     let mut out = format!("sbx bench on {} cores\n\n", r.cores);
     out.push_str(&format!(
+        "bare `docker run ... true` (floor)  {}\n",
+        s(&r.bare_container)
+    ));
+    out.push_str(&format!(
         "warm `sbx run -- true`, two repos   {}\n",
         s(&r.warm_run)
     ));
+    if r.bare_container.median_ms > 0.0 {
+        out.push_str(&format!(
+            "  {:.2}x the floor (target: at most 2x); {} of {} runs took over a gate started ahead\n",
+            r.warm_run.median_ms / r.bare_container.median_ms,
+            r.warm_runs_on_spare,
+            r.warm_run.runs
+        ));
+    }
     out.push_str(&format!(
-        "time to first output byte           {}\n",
+        "time to first output byte           {}  (target: at most 350 ms)\n",
         s(&r.first_output)
     ));
     out.push_str(&format!(
@@ -581,13 +697,17 @@ fn render(r: &Report) -> String {
 }
 
 /// Runs `count` `true` containers at once through the engine; milliseconds until all are gone.
-async fn baseline(engine: &crate::engine::Engine, count: usize) -> anyhow::Result<f64> {
+async fn baseline(
+    engine: &crate::engine::Engine,
+    image: &str,
+    count: usize,
+) -> anyhow::Result<f64> {
     let start = Instant::now();
     let runs = (0..count).map(|i| async move {
         let name = format!("sbx-bench-baseline-{}-{i}", std::process::id());
         let spec = crate::container::ContainerSpec {
             name: name.clone(),
-            image: crate::image::GATE_TAG.into(),
+            image: image.to_owned(),
             user: "0:0".into(),
             cmd: vec!["true".into()],
             labels: Default::default(),

@@ -73,10 +73,12 @@ pub async fn run(
                         let fp = engine.image_fingerprint(&s.tag).await.ok().flatten();
                         let (ok, detail) = match fp {
                             Some(f) if f == s.fingerprint => {
-                                (true, format!("`{}` up to date", s.tag))
+                                (true, format!("`{}` up to date (`{}`)", s.alias, s.tag))
                             }
-                            Some(_) => (false, format!("`{}` is out of date", s.tag)),
-                            None => (false, format!("`{}` is not built", s.tag)),
+                            _ => (
+                                false,
+                                format!("`{}` is not built for these settings", s.alias),
+                            ),
                         };
                         let built = ok;
                         checks.push(Check {
@@ -229,7 +231,7 @@ async fn leaks_on(
 ) -> anyhow::Result<i32> {
     let spec = ContainerSpec {
         name: target.to_owned(),
-        image: settings.image.tag.clone(),
+        image: crate::image::agent_image(settings)?.tag,
         user: "0:0".into(),
         cmd: vec!["python3".into(), "-c".into(), leaks::TARGET_SCRIPT.into()],
         labels,

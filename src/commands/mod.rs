@@ -223,3 +223,20 @@ pub fn endpoint(ctx: &Context, settings: &Settings, flag: Option<String>) -> Str
         &ctx.dirs.home,
     )
 }
+
+/// `sbx __spare KEY`: makes a spare gate for the next session (see `spare`). Runs detached, so
+/// nothing it prints is seen; its exit code is all it reports.
+pub async fn spare(ctx: &Context, key: &str, remove: &[String]) -> anyhow::Result<i32> {
+    let key: crate::spare::Key = serde_json::from_str(key)?;
+    let engine = crate::engine::Engine::connect(&key.endpoint).await?;
+    // Only sbx's session containers (`sbx-<id>-agent|gate`): the arguments are sbx's own, and
+    // even so this never removes anything else.
+    for name in remove
+        .iter()
+        .filter(|n| crate::spare::is_session_container(n))
+    {
+        engine.remove_container(name).await?;
+    }
+    crate::spare::make(&ctx.dirs, &engine, &key).await?;
+    Ok(0)
+}

@@ -30,8 +30,8 @@ pub async fn run(
         ctx.ui.info("images are up to date");
     }
     if args.update {
-        let version =
-            crate::claude::image_version(&engine, &settings.image.tag, &ctx.dirs.owner_tag()).await;
+        let tag = crate::image::tag_of(&specs, "sandbox");
+        let version = crate::claude::image_version(&engine, tag, &ctx.dirs.owner_tag()).await;
         ctx.ui.info(match version {
             Some(v) => format!("Claude Code {v} in `{}`", settings.image.tag),
             None => format!(

@@ -165,7 +165,10 @@ impl Env {
             .env("XDG_CACHE_HOME", self.cache())
             .env("XDG_CONFIG_HOME", self.home().join(".config"))
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("SBX_NO_PROGRESS", "1");
+            .env("SBX_NO_PROGRESS", "1")
+            // No gate started ahead, whose helper outlives the test's HOME; the tests of that
+            // turn it on.
+            .env("SBX_SPARE", "false");
         for v in ["DOCKER_HOST", "SBX_EXTRA_CA_CERTS", "SBX_IMAGE_BASE"] {
             if let Ok(x) = std::env::var(v) {
                 c.env(v, x);
@@ -243,6 +246,20 @@ pub fn ensure_images() {
         let o = env.run(env.home(), &["setup"]);
         assert_ok(&o);
     });
+}
+
+/// Removes every name in an image repository (`sbxtest-early`: its alias and fingerprint tags),
+/// so an image only this repository named goes, and one that other names share stays.
+pub fn remove_repo(repo: &str) {
+    let names = stdout(&docker(&[
+        "images",
+        repo,
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+    ]));
+    for n in names.lines().filter(|n| !n.is_empty()) {
+        let _ = docker(&["rmi", n]);
+    }
 }
 
 pub fn docker(args: &[&str]) -> Output {
@@ -421,6 +438,15 @@ impl Drop for SessionGuard<'_> {
     fn drop(&mut self) {
         // The package caches this HOME's sessions made.
         let _ = self.env.run(self.env.home(), &["cache", "rm", "--all"]);
+        // Gates started ahead for a next session (`SBX_SPARE=true`).
+        for e in std::fs::read_dir(self.env.cache().join("sbx/spares"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let id = e.file_name().to_string_lossy().into_owned();
+            let _ = docker(&["rm", "-f", &format!("sbx-{id}-gate")]);
+        }
         for id in session_ids(self.env) {
             for c in session_containers(&id) {
                 let _ = docker(&["rm", "-f", &c]);
