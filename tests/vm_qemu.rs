@@ -196,17 +196,25 @@ fn setup_and_run_on_a_real_vm_then_ctrl_c_while_one_boots() {
 
     // The real provisioning path (the guest has no Docker until sbx installs it), or, on a warm
     // machine, the golden VM an earlier run provisioned, which sbx checks is current.
+    // Each progress line is timed as it arrives: the golden VM's phases (create, first boot,
+    // provisioning, images, stop).
     let began = Instant::now();
-    let o = env
-        .run_as_user_with(env.home(), &["setup", "--vm"], &vars, None)
-        .unwrap();
-    eprintln!(
-        "--- sbx setup --vm ({:.0} s):\n{}",
-        began.elapsed().as_secs_f64(),
-        stderr(&o)
-    );
-    assert_ok(&o);
-    let err = stderr(&o);
+    let mut c = env.user_command(env.home(), &["setup", "--vm"]).unwrap();
+    c.envs(vars.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut err = String::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap())) {
+        let line = line.unwrap();
+        eprintln!("[{:>6.1} s] {line}", began.elapsed().as_secs_f64());
+        err.push_str(&line);
+        err.push('\n');
+    }
+    let status = child.wait().unwrap();
+    eprintln!("--- sbx setup --vm: {:.0} s", began.elapsed().as_secs_f64());
+    assert!(status.success(), "{err}");
     assert!(
         err.contains("golden VM: ready") || err.contains("up to date"),
         "{err}"
@@ -256,6 +264,24 @@ exit 7"#;
         .unwrap();
     assert!(git(&repo, &["branch", "--list", &format!("sbx/{id}")]).contains(&id));
     assert!(sessions.join(&id).join("repos/app/wip.txt").exists());
+    // The token went through no limactl command line and into none of the session's files.
+    let calls = std::fs::read_to_string(lima.join("calls.log")).unwrap();
+    assert!(!calls.contains(token), "{calls}");
+    let mut todo = vec![sessions.join(&id)];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                todo.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                assert!(
+                    !String::from_utf8_lossy(&bytes).contains(token),
+                    "{} holds the token",
+                    p.display()
+                );
+            }
+        }
+    }
     // The session VM is gone with its overlay and its QEMU; the golden stays, stopped.
     assert_eq!(instances(lima.as_path()), goldens);
     assert_eq!(qemus(lima.as_path()), "");
