@@ -365,16 +365,7 @@ impl Engine {
 
     /// Every image sbx built, on this engine.
     pub async fn built_images(&self) -> Result<Vec<BuiltImage>, EngineError> {
-        let filters = HashMap::from([("label".to_owned(), vec![ROLE_LABEL.to_owned()])]);
-        let list = self
-            .docker
-            .list_images(Some(
-                ListImagesOptionsBuilder::default()
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .map_err(api("list images"))?;
+        let list = self.images_labelled(ROLE_LABEL).await?;
         // The last tag time is only in an image's inspection.
         let mut out = Vec::new();
         for i in list {
@@ -402,20 +393,26 @@ impl Engine {
         &self,
         fingerprint: &str,
     ) -> Result<Option<String>, EngineError> {
-        let filters = HashMap::from([(
-            "label".to_owned(),
-            vec![format!("{FINGERPRINT_LABEL}={fingerprint}")],
-        )]);
         let list = self
-            .docker
+            .images_labelled(&format!("{FINGERPRINT_LABEL}={fingerprint}"))
+            .await?;
+        Ok(list.into_iter().next().map(|i| i.id))
+    }
+
+    /// The local images matching a label filter (`key` or `key=value`).
+    async fn images_labelled(
+        &self,
+        label: &str,
+    ) -> Result<Vec<bollard::models::ImageSummary>, EngineError> {
+        let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
+        self.docker
             .list_images(Some(
                 ListImagesOptionsBuilder::default()
                     .filters(&filters)
                     .build(),
             ))
             .await
-            .map_err(api("list images"))?;
-        Ok(list.into_iter().next().map(|i| i.id))
+            .map_err(api("list images"))
     }
 
     /// The image id of every container on the engine, running or not, whoever made it.

@@ -241,21 +241,7 @@ exit 7"#;
         "{calls}"
     );
     assert!(!calls.contains(token));
-    let mut todo = vec![sessions.join(&id)];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() && !p.is_symlink() {
-                todo.push(p);
-            } else if let Ok(bytes) = std::fs::read(&p) {
-                assert!(
-                    !String::from_utf8_lossy(&bytes).contains(token),
-                    "{} holds the token",
-                    p.display()
-                );
-            }
-        }
-    }
+    assert_no_file_holds(&sessions.join(&id), token);
 
     // A mount Lima skipped without an error (`nofail`): the session stops before its command,
     // saying which folder, and leaves no VM.

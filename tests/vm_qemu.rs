@@ -267,21 +267,7 @@ exit 7"#;
     // The token went through no limactl command line and into none of the session's files.
     let calls = std::fs::read_to_string(lima.join("calls.log")).unwrap();
     assert!(!calls.contains(token), "{calls}");
-    let mut todo = vec![sessions.join(&id)];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() && !p.is_symlink() {
-                todo.push(p);
-            } else if let Ok(bytes) = std::fs::read(&p) {
-                assert!(
-                    !String::from_utf8_lossy(&bytes).contains(token),
-                    "{} holds the token",
-                    p.display()
-                );
-            }
-        }
-    }
+    assert_no_file_holds(&sessions.join(&id), token);
     // The session VM is gone with its overlay and its QEMU; the golden stays, stopped.
     assert_eq!(instances(lima.as_path()), goldens);
     assert_eq!(qemus(lima.as_path()), "");

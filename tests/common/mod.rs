@@ -539,6 +539,26 @@ pub fn network_run_args(net: &TestNet, allow: &[&str], cmd: Vec<String>) -> Vec<
     args
 }
 
+/// Asserts no file under `dir` (symlinks not followed) holds `secret`.
+#[track_caller]
+pub fn assert_no_file_holds(dir: &Path, secret: &str) {
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                todo.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                assert!(
+                    !String::from_utf8_lossy(&bytes).contains(secret),
+                    "{} holds the token",
+                    p.display()
+                );
+            }
+        }
+    }
+}
+
 /// Asserts there is exactly one session under this HOME and returns its id.
 #[track_caller]
 pub fn only_session(env: &Env) -> String {
