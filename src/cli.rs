@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands;
+use crate::context::Context;
 use crate::paths::Dirs;
 use crate::progress::Ui;
-use crate::session::Context;
 
 /// sbx's own failures (as opposed to the command's exit code).
 pub const EXIT_FAILURE: i32 = 125;
@@ -335,6 +335,6 @@ pub async fn run(cli: Cli) -> i32 {
 pub fn report_error(ui: &Ui, e: &anyhow::Error) {
     let mut causes: Vec<String> = e.chain().skip(1).map(ToString::to_string).collect();
     causes.dedup();
-    let hint = e.chain().find_map(commands::hint_for);
+    let hint = e.chain().find_map(crate::error::hint_for);
     ui.error(&e.to_string(), &causes, hint.as_deref());
 }

@@ -182,7 +182,7 @@ pub fn socket_place(dir: &Path) -> anyhow::Result<(PathBuf, Option<tempfile::Tem
             return Ok((p, Some(t)));
         }
     }
-    Err(crate::commands::hinted(
+    Err(crate::error::hinted(
         format!(
             "no folder for the VM's Docker socket is short enough (`{}` is {} bytes; the limit is {})",
             here.display(),
@@ -393,7 +393,7 @@ pub fn remote_target(url: &str, home: &Path, cache: &Path) -> anyhow::Result<Tar
                 .find(|p| p.exists())
         })
         .ok_or_else(|| {
-            crate::commands::hinted(
+            crate::error::hinted(
                 format!("no SSH key for `{url}`"),
                 "create one with `ssh-keygen -t ed25519`, or point `SBX_SSH_KEY` at yours",
             )

@@ -17,16 +17,11 @@ use crate::engine::{Engine, ExecSpec};
 use crate::firewall;
 use crate::image::{self, ImageSpec};
 use crate::keychain::Secret;
-use crate::paths::Dirs;
 use crate::progress::Ui;
 use crate::state::{self, Lock, Phase, Record, TokenSource};
 use crate::worktree::{self, Checkout, Outcome, Repo};
 
-/// What every command gets: where files live and how to talk to the user.
-pub struct Context {
-    pub dirs: Dirs,
-    pub ui: Ui,
-}
+use crate::context::Context;
 
 pub struct RunRequest {
     pub settings: Settings,
@@ -427,7 +422,7 @@ async fn start_and_exec(
     let (uid, gid) = crate::hostids::agent_ids()?;
     if settings.git.mode == crate::config::GitMode::Worktree && rustix::process::getuid().is_root()
     {
-        return Err(crate::commands::hinted(
+        return Err(crate::error::hinted(
             "`git.mode: worktree` cannot work when sbx runs as root: the agent never runs as root, so it could not write your `.git`",
             "use `git.mode: isolated` (the default), or run sbx as your own user",
         ));
@@ -546,7 +541,7 @@ async fn start_and_exec(
             images
         )?;
         if !capacity.seccomp {
-            return Err(crate::commands::hinted(
+            return Err(crate::error::hinted(
                 "the engine runs containers without a seccomp filter, so the agent could call `keyctl` and read your kernel keyring (where `sbx token` keeps tokens)",
                 "run the engine with its default seccomp profile (remove `--seccomp-profile=unconfined` or `\"seccomp-profile\"` from its configuration)",
             ));

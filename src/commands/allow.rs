@@ -4,15 +4,16 @@
 use anyhow::Context as _;
 
 use crate::allowlist::{self, Entry};
+use crate::context::Context;
 use crate::engine::Engine;
-use crate::session::{self, Context};
+use crate::session;
 use crate::state;
 
 pub async fn run(ctx: &Context, entries: &[String], id: &str) -> anyhow::Result<i32> {
     let new = allowlist::parse_all(entries.iter().map(String::as_str))?;
     let (dir, mut record) = super::log::find(ctx, id)?;
     if !state::is_live(&dir) || record.phase != state::Phase::Running {
-        return Err(super::hinted(
+        return Err(crate::error::hinted(
             format!("session `{}` is not running", record.id),
             "`sbx ls` lists the running sessions",
         ));

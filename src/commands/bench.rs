@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::cli::BenchArgs;
-use crate::session::Context;
+use crate::context::Context;
 
 /// One measured run of a child `sbx`.
 struct Measured {

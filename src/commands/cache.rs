@@ -8,8 +8,8 @@ use crate::caches::{KIND_LABEL, PROJECT_LABEL};
 use crate::cli::CacheCommand;
 use crate::config::Layer;
 use crate::container::OWNER_LABEL;
+use crate::context::Context;
 use crate::engine::Engine;
-use crate::session::Context;
 
 #[derive(Serialize)]
 struct Row {

@@ -3,7 +3,7 @@
 //! refusing it: reading settings is how a user decides.
 
 use crate::config::Layer;
-use crate::session::Context;
+use crate::context::Context;
 use crate::trust::{Status, Widening};
 
 pub fn show(ctx: &Context, json: bool, docker_host: Option<String>) -> anyhow::Result<i32> {

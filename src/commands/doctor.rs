@@ -3,10 +3,11 @@
 use crate::cli::DoctorArgs;
 use crate::config::{Layer, Settings};
 use crate::container::{self, ContainerSpec};
+use crate::context::Context;
 use crate::engine::{Engine, NetworkSpec};
 use crate::leaks;
 use crate::process::Cmd;
-use crate::session::{self, Context};
+use crate::session;
 
 struct Check {
     name: &'static str,
@@ -39,7 +40,7 @@ pub async fn run(
             name: "settings",
             ok: false,
             detail: format!("{e:#}"),
-            hint: e.chain().find_map(super::hint_for),
+            hint: e.chain().find_map(crate::error::hint_for),
         },
     });
     let settings = settings.unwrap_or_default();
@@ -100,7 +101,7 @@ pub async fn run(
                     name: "images",
                     ok: false,
                     detail: e.to_string(),
-                    hint: super::hint_for(&e),
+                    hint: crate::error::hint_for(&e),
                 }),
             }
         }

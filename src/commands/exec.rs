@@ -11,8 +11,9 @@
 use crate::attach::Output;
 use crate::cli::ExecArgs;
 use crate::config::Layer;
+use crate::context::Context;
 use crate::engine::{Engine, ExecSpec};
-use crate::session::{self, Context};
+use crate::session;
 use crate::state::{self, Phase, Record};
 
 pub async fn run(ctx: &Context, args: ExecArgs) -> anyhow::Result<i32> {
@@ -21,13 +22,13 @@ pub async fn run(ctx: &Context, args: ExecArgs) -> anyhow::Result<i32> {
         None => only_running(ctx)?,
     };
     if !state::is_live(&dir) || record.phase != Phase::Running {
-        return Err(super::hinted(
+        return Err(crate::error::hinted(
             format!("session `{}` is not running", record.id),
             "`sbx ls` lists the running sessions",
         ));
     }
     let Some(exec) = &record.exec else {
-        return Err(super::hinted(
+        return Err(crate::error::hinted(
             format!("session `{}` has not started its command yet", record.id),
             "try again in a moment",
         ));
@@ -93,11 +94,11 @@ fn only_running(ctx: &Context) -> anyhow::Result<(std::path::PathBuf, Record)> {
         .collect();
     match running.len() {
         1 => Ok(running.remove(0)),
-        0 => Err(super::hinted(
+        0 => Err(crate::error::hinted(
             "no session is running",
             "start one with `sbx run`",
         )),
-        n => Err(super::hinted(
+        n => Err(crate::error::hinted(
             format!("{n} sessions are running; say which: `sbx exec SESSION`"),
             "`sbx ls` lists them (a unique prefix of the id is enough)",
         )),

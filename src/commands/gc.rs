@@ -2,8 +2,9 @@
 
 use crate::cli::GcArgs;
 use crate::config::Layer;
+use crate::context::Context;
 use crate::engine::Engine;
-use crate::session::{self, Context};
+use crate::session;
 
 pub async fn run(ctx: &Context, args: GcArgs, docker_host: Option<String>) -> anyhow::Result<i32> {
     let settings = super::load_settings(ctx, super::project_root().as_deref(), Layer::default())?;

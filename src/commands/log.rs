@@ -4,7 +4,8 @@
 use serde::Serialize;
 
 use crate::audit::{Audit, Summary};
-use crate::session::{self, Context};
+use crate::context::Context;
+use crate::session;
 use crate::state::{self, Record};
 
 #[derive(Serialize)]
@@ -78,7 +79,7 @@ pub fn run(ctx: &Context, id: &str, json: bool) -> anyhow::Result<i32> {
 /// v2 with `--json`).
 pub async fn replay(ctx: &Context, id: &str, json: bool, speed: f64) -> anyhow::Result<i32> {
     if !(speed.is_finite() && speed > 0.0) {
-        return Err(super::hinted(
+        return Err(crate::error::hinted(
             format!("`--speed {speed}` is not a speed"),
             "give a positive number: 1 is as recorded, 2 twice as fast",
         ));
@@ -88,7 +89,7 @@ pub async fn replay(ctx: &Context, id: &str, json: bool, speed: f64) -> anyhow::
     let (size, events) = match crate::cast::read(&path) {
         Ok(r) => r,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(super::hinted(
+            return Err(crate::error::hinted(
                 format!("session `{}` has no terminal record", record.id),
                 "sessions are recorded unless `record: false`; `sbx exec` and sessions older than this sbx are not",
             ));
@@ -141,17 +142,17 @@ pub fn find(ctx: &Context, id: &str) -> anyhow::Result<(std::path::PathBuf, Reco
                     .err()
                     .map(|e| e.to_string())
                     .unwrap_or_default();
-                return Err(super::hinted(
+                return Err(crate::error::hinted(
                     format!("the record of session `{id}` cannot be read: {why}"),
                     format!("look at `{}`", Record::path(&dir).display()),
                 ));
             }
-            Err(super::hinted(
+            Err(crate::error::hinted(
                 format!("no session `{id}`"),
                 "`sbx ls --all` lists the sessions sbx remembers",
             ))
         }
-        _ => Err(super::hinted(
+        _ => Err(crate::error::hinted(
             format!("`{id}` matches several sessions"),
             "give more of the session id (`sbx ls --all`)",
         )),

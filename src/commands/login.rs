@@ -4,12 +4,13 @@
 
 use crate::claude::login;
 use crate::config::{ClaudeConfig, Forward, ForwardKeyword, GitMode, Layer, Source};
+use crate::context::Context;
 use crate::keychain::{self, Tokens};
-use crate::session::{self, Context, RunRequest};
+use crate::session::{self, RunRequest};
 
 pub async fn run(ctx: &Context, docker_host: Option<String>) -> anyhow::Result<i32> {
     if !(crate::terminal::stdin_is_tty() && crate::terminal::stdout_is_tty()) {
-        return Err(super::hinted(
+        return Err(crate::error::hinted(
             "`sbx login` needs a terminal: the sign-in asks you to paste a code",
             "elsewhere, run `claude setup-token` where you can, then `sbx token set claude`",
         ));
@@ -57,11 +58,11 @@ pub async fn run(ctx: &Context, docker_host: Option<String>) -> anyhow::Result<i
             ));
             Ok(0)
         }
-        (0, None) => Err(super::hinted(
+        (0, None) => Err(crate::error::hinted(
             "`claude setup-token` ended without showing a token sbx could read; nothing was stored",
             "if it showed one, copy it and run `sbx token set claude`",
         )),
-        (code, _) => Err(super::hinted(
+        (code, _) => Err(crate::error::hinted(
             format!("`claude setup-token` ended with exit code {code}; nothing was stored"),
             format!(
                 "run `sbx login` again; `sbx log {}` shows what the sign-in looked up",

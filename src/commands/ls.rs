@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::cli::LsArgs;
-use crate::session::Context;
+use crate::context::Context;
 use crate::state::{self, Phase};
 use crate::worktree::session_branch;
 

@@ -2,8 +2,9 @@
 
 use crate::cli::RunArgs;
 use crate::config::{ClaudeConfig, Layer, Settings};
+use crate::context::Context;
 use crate::keychain::{KeychainError, Secret, Tokens};
-use crate::session::{self, Context, RunRequest};
+use crate::session::{self, RunRequest};
 use crate::state::TokenSource;
 use crate::worktree;
 

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use crate::cli::SetupArgs;
 use crate::config::{Layer, Settings, VmProvider};
+use crate::context::Context;
 use crate::engine::Engine;
-use crate::session::{self, Context};
+use crate::session;
 use crate::vm::{self, Lima};
 
 pub async fn run(

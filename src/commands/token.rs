@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use crate::cli::TokenCommand;
 use crate::config::Layer;
+use crate::context::Context;
 use crate::keychain::{self, Secret, Tokens};
-use crate::session::Context;
 
 fn open(ctx: &Context) -> anyhow::Result<Tokens> {
     let settings = super::load_settings(ctx, super::project_root().as_deref(), Layer::default())?;

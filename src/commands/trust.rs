@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::TrustArgs;
 use crate::config::{PROJECT_FILE, ProjectFile, Settings};
-use crate::session::Context;
+use crate::context::Context;
 use crate::trust::{self, TrustError, Widening};
 
 pub fn run(ctx: &Context, args: TrustArgs) -> anyhow::Result<i32> {
@@ -25,7 +25,7 @@ pub fn run(ctx: &Context, args: TrustArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let Some(file) = ProjectFile::read(&path)? else {
-        return Err(super::hinted(
+        return Err(crate::error::hinted(
             format!("there is no `{shown}`"),
             "give the path of a `.sbx.yaml`, or run `sbx trust` in its repository",
         ));
@@ -54,7 +54,7 @@ fn target(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     let Some(given) = given else {
         return match super::project_root() {
             Some(root) => Ok(root.join(PROJECT_FILE)),
-            None => Err(super::hinted(
+            None => Err(crate::error::hinted(
                 "not inside a git repository, so there is no `.sbx.yaml` to trust",
                 "run `sbx trust` in the repository, or give the file: `sbx trust PATH`",
             )),
@@ -66,7 +66,7 @@ fn target(given: Option<&Path>) -> anyhow::Result<PathBuf> {
         return Ok(dir.join(PROJECT_FILE));
     }
     if path.file_name().is_none_or(|n| n != PROJECT_FILE) {
-        return Err(super::hinted(
+        return Err(crate::error::hinted(
             format!(
                 "`{}` is not a project file",
                 crate::text::printable(&path.display().to_string())
