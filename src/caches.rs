@@ -12,6 +12,9 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use crate::container;
+use crate::engine::EngineApi;
+
 /// Each cache: its kind (the volume's suffix) and where the tools look for it, under the home.
 pub const KINDS: &[(&str, &str)] = &[
     ("npm", ".npm"),
@@ -81,6 +84,76 @@ pub fn plan(owner: &str, project: &Path, (uid, gid): (u32, u32)) -> Plan {
         labels,
         links,
     }
+}
+
+/// Makes the project's cache volumes that do not exist yet, and gives the top folder of each
+/// new one (or one made for other ids) to the agent's ids: `chown` in sbx's own gate image, as
+/// root with only `CAP_CHOWN` and `CAP_DAC_OVERRIDE`, no network, only those volumes mounted.
+pub async fn prepare<E: EngineApi>(
+    engine: &E,
+    plan: &Plan,
+    (uid, gid): (u32, u32),
+    gate_image: &str,
+) -> anyhow::Result<()> {
+    let user = format!("{uid}:{gid}");
+    // One listing of this HOME's cache volumes, not a question per volume: this is the start
+    // path. (The owner tag is hex; a project path may hold anything a label filter mishandles.)
+    let owner = &plan.labels[container::OWNER_LABEL];
+    let existing: std::collections::HashMap<_, _> = engine
+        .volumes(&[
+            format!("{}={owner}", container::OWNER_LABEL),
+            KIND_LABEL.to_owned(),
+        ])
+        .await?
+        .into_iter()
+        .collect();
+    let mut fresh = Vec::new();
+    for (name, at, kind) in &plan.volumes {
+        match existing.get(name) {
+            Some(l) if l.get(USER_LABEL) == Some(&user) => {}
+            Some(_) => fresh.push((name.clone(), at.clone())),
+            None => {
+                let mut labels = plan.labels.clone();
+                labels.insert(KIND_LABEL.to_owned(), (*kind).to_owned());
+                engine.create_volume(name, &labels).await?;
+                fresh.push((name.clone(), at.clone()));
+            }
+        }
+    }
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let mut cmd = vec!["chown".to_owned(), "-R".into(), user];
+    cmd.extend(fresh.iter().map(|(_, at)| at.clone()));
+    let spec = container::ContainerSpec {
+        name: format!("sbx-cache-prep-{}", crate::state::new_id()),
+        image: gate_image.to_owned(),
+        user: "0:0".into(),
+        cmd,
+        labels: plan
+            .labels
+            .iter()
+            .filter(|(k, _)| *k == container::OWNER_LABEL)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        volumes: fresh,
+        cap_add: vec!["CHOWN".into(), "DAC_OVERRIDE".into()],
+        cap_drop: vec!["ALL".into()],
+        security_opt: vec!["no-new-privileges:true".into()],
+        network_mode: "none".into(),
+        pids_limit: 64,
+        read_only_rootfs: true,
+        ..Default::default()
+    };
+    let out = engine
+        .run_once(&spec, std::time::Duration::from_secs(120))
+        .await?;
+    anyhow::ensure!(
+        out.trim().is_empty(),
+        "could not prepare the package caches: {}",
+        out.trim()
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -23,7 +23,13 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWrite;
 
 use crate::container::{ContainerSpec, OWNER_LABEL, SESSION_LABEL};
+
+mod api;
+pub mod attach;
+#[cfg(test)]
+pub mod fake;
 use crate::image::{FINGERPRINT_LABEL, ImageSpec, ROLE_LABEL};
+pub use api::{EngineApi, OutputStream};
 
 /// The most [`Engine::run_once`] keeps of a command's output.
 const RUN_ONCE_OUTPUT: usize = 64 << 10;
@@ -113,6 +119,32 @@ fn is_not_found(e: &ApiError) -> bool {
             ..
         }
     )
+}
+
+/// Seconds since the epoch of an RFC 3339 time as the engine writes it
+/// (`2026-11-28T01:01:36.102420864Z`); `None` for anything else and for the zero time
+/// (`0001-01-01T00:00:00Z`, "never tagged").
+pub fn parse_time(s: &str) -> Option<i64> {
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let time = time
+        .strip_suffix('Z')
+        .or_else(|| time.strip_suffix("+00:00"))?;
+    let hms = time.split('.').next()?;
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    if y < 1970 || !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let yy = if m <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
 /// Reports an image build as it goes.
@@ -335,7 +367,7 @@ impl Engine {
                 last_tagged: img
                     .metadata
                     .and_then(|m| m.last_tag_time)
-                    .and_then(|t| crate::imagegc::parse_time(&t)),
+                    .and_then(|t| parse_time(&t)),
                 fingerprint: img
                     .config
                     .and_then(|c| c.labels)

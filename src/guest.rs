@@ -329,44 +329,6 @@ pub fn session_mounts(
     Ok(out)
 }
 
-/// What the golden VM should be for these settings: its template and fingerprint.
-pub fn golden_plan(settings: &crate::config::Settings) -> anyhow::Result<(String, String)> {
-    let template = crate::vm::render_template(&settings.vm, crate::vm::default_vm_type());
-    let images: Vec<String> = crate::image::specs(settings)?
-        .into_iter()
-        .map(|s| s.fingerprint)
-        .collect();
-    let fp = crate::vm::golden_fingerprint(&template, &images);
-    Ok((template, fp))
-}
-
-/// The golden VM for these settings, when it is ready to clone: made to the end by `sbx setup
-/// --vm` (which protects it last) and stopped.
-pub async fn current_golden(
-    lima: &crate::vm::Lima,
-    settings: &crate::config::Settings,
-) -> anyhow::Result<Option<String>> {
-    let (_, fp) = golden_plan(settings)?;
-    let name = crate::vm::golden_name(&fp);
-    Ok(lima.get(&name).await?.filter(|i| i.protected).map(|_| name))
-}
-
-/// Notes that a golden VM was used now (`<cache>/used/<name>`), so `sbx setup --vm` keeps the
-/// ones in use.
-pub fn mark_used(vm_cache: &Path, golden: &str) {
-    let dir = vm_cache.join("used");
-    if crate::state::create_private_dir(&dir).is_ok() {
-        let _ = std::fs::write(dir.join(golden), b"");
-    }
-}
-
-/// When a golden VM was last used (or made), for pruning.
-pub fn last_used(vm_cache: &Path, golden: &str) -> Option<std::time::SystemTime> {
-    std::fs::metadata(vm_cache.join("used").join(golden))
-        .and_then(|m| m.modified())
-        .ok()
-}
-
 /// A remote host from `ssh://user@host[:port]`, with the user's own SSH key.
 pub fn remote_target(url: &str, home: &Path, cache: &Path) -> anyhow::Result<Target> {
     let rest = url

@@ -2,7 +2,6 @@
 //! the user's repositories, an ephemeral hardened container, and an egress firewall.
 
 pub mod allowlist;
-pub mod attach;
 pub mod audit;
 pub mod caches;
 pub mod cast;
@@ -15,14 +14,17 @@ pub mod context;
 pub mod engine;
 pub mod error;
 pub mod firewall;
+pub mod gate;
 pub mod guest;
 pub mod hostids;
 pub mod image;
+pub mod imagebuild;
 pub mod imagecache;
 pub mod imagegc;
 pub mod keychain;
 pub mod leaks;
 pub mod paths;
+pub mod placement;
 pub mod process;
 pub mod progress;
 pub mod safefs;

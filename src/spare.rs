@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::container;
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineApi};
 use crate::paths::Dirs;
 use crate::state;
 
@@ -166,8 +166,8 @@ pub async fn make(dirs: &Dirs, engine: &Engine, key: &Key) -> anyhow::Result<Opt
     let id = state::new_id();
     let dir = root.join(&id);
     state::create_private_dir(&dir)?;
-    crate::session::write_gate_files(&dir, &[])?;
-    crate::session::write_log_files(&dir)?;
+    crate::gate::write_gate_files(&dir, &[])?;
+    crate::gate::write_log_files(&dir)?;
     let gate = container::gate(&container::GateInputs {
         session_id: id.clone(),
         owner: key.owner.clone(),
@@ -179,9 +179,9 @@ pub async fn make(dirs: &Dirs, engine: &Engine, key: &Key) -> anyhow::Result<Opt
     });
     let made = async {
         engine.create_container(&gate).await?;
-        let output = engine.attach_output(&gate.name).await?;
+        let output = EngineApi::output(engine, &gate.name).await?;
         engine.start_container(&gate.name).await?;
-        crate::session::wait_for_gate(output).await
+        crate::gate::wait_for_gate(output).await
     }
     .await;
     if let Err(e) = made {

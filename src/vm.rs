@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::config::{VmProvider, VmSettings};
 use crate::process::{Cmd, ProcessError};
@@ -17,13 +16,6 @@ pub use colima::*;
 
 pub const TEMPLATE: &str = include_str!("../lima-templates/sbx.yaml");
 pub const PROVISION_DOCKER: &str = include_str!("../provision/docker.sh");
-/// Golden VMs are named `sbx-g-<fingerprint prefix>`: one per set of settings, so projects with
-/// different images or VM sizes each keep theirs instead of rebuilding one back and forth.
-pub const GOLDEN_PREFIX: &str = "sbx-g-";
-/// The single golden VM of sbx before 0.2 (removed when found).
-pub const LEGACY_GOLDEN: &str = "sbx-golden";
-/// How many golden VMs `sbx setup --vm` keeps (the most recently used).
-pub const GOLDENS_KEPT: usize = 3;
 /// Before 2.2.0 a virtiofs mount whose path holds a space was skipped without an error (and
 /// every virtiofs mount is `nofail`); 2.0 brought `clone`'s `--mount-only`.
 pub const MIN_LIMA: (u32, u32) = (2, 2);
@@ -209,18 +201,6 @@ pub fn default_vm_type() -> &'static str {
     vm_type_for(std::env::consts::OS, std::env::consts::ARCH, macos)
 }
 
-/// The golden VM for a fingerprint.
-pub fn golden_name(fingerprint: &str) -> String {
-    format!(
-        "{GOLDEN_PREFIX}{}",
-        &fingerprint[..12.min(fingerprint.len())]
-    )
-}
-
-pub fn is_golden(name: &str) -> bool {
-    name.starts_with(GOLDEN_PREFIX) || name == LEGACY_GOLDEN
-}
-
 /// Lima puts a mount's path into a yq expression between double quotes and splits
 /// `--mount-only` values at commas: paths with these characters cannot be shared faithfully.
 pub fn check_mount_path(path: &Path) -> Result<(), VmError> {
@@ -235,19 +215,6 @@ pub fn check_mount_path(path: &Path) -> Result<(), VmError> {
         }),
         None => Ok(()),
     }
-}
-
-/// What decides whether the golden VM must be rebuilt: template, provisioning and images.
-pub fn golden_fingerprint(template: &str, image_fingerprints: &[String]) -> String {
-    let mut h = Sha256::new();
-    h.update(template.as_bytes());
-    h.update(b"\0");
-    h.update(PROVISION_DOCKER.as_bytes());
-    for f in image_fingerprints {
-        h.update(b"\0");
-        h.update(f.as_bytes());
-    }
-    hex::encode(h.finalize())
 }
 
 /// A folder a session VM mounts, at the same path inside.
@@ -747,10 +714,16 @@ mod tests {
 
     #[test]
     fn names_and_paths() {
-        let g = golden_name("0123456789abcdef0123");
+        let g = crate::placement::golden::name_for("0123456789abcdef0123");
         assert_eq!(g, "sbx-g-0123456789ab");
-        assert!(g.len() <= LONGEST_NAME && is_golden(&g) && is_golden(LEGACY_GOLDEN));
-        assert!(!is_golden(&session_vm("1a2b3c4d")));
+        assert!(
+            g.len() <= LONGEST_NAME
+                && crate::placement::golden::is_golden(&g)
+                && crate::placement::golden::is_golden(crate::placement::golden::LEGACY)
+        );
+        assert!(!crate::placement::golden::is_golden(&session_vm(
+            "1a2b3c4d"
+        )));
         assert!(is_instance_name("sbx-1a2b3c4d") && is_instance_name(&g));
         assert!(!is_instance_name("../x") && !is_instance_name("sbx-../../x"));
         assert!(check_mount_path(Path::new("/Users/a/My Code/app")).is_ok());
@@ -768,12 +741,21 @@ mod tests {
     #[test]
     fn fingerprint_follows_template_and_images() {
         let t = render_template(&settings(), "vz");
-        let a = golden_fingerprint(&t, &["img1".into()]);
-        assert_eq!(a, golden_fingerprint(&t, &["img1".into()]));
-        assert_ne!(a, golden_fingerprint(&t, &["img2".into()]));
+        let a = crate::placement::golden::fingerprint(&t, &["img1".into()]);
+        assert_eq!(
+            a,
+            crate::placement::golden::fingerprint(&t, &["img1".into()])
+        );
         assert_ne!(
             a,
-            golden_fingerprint(&render_template(&settings(), "qemu"), &["img1".into()])
+            crate::placement::golden::fingerprint(&t, &["img2".into()])
+        );
+        assert_ne!(
+            a,
+            crate::placement::golden::fingerprint(
+                &render_template(&settings(), "qemu"),
+                &["img1".into()]
+            )
         );
     }
 }

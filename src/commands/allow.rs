@@ -6,7 +6,6 @@ use anyhow::Context as _;
 use crate::allowlist::{self, Entry};
 use crate::context::Context;
 use crate::engine::Engine;
-use crate::session;
 use crate::state;
 
 pub async fn run(ctx: &Context, entries: &[String], id: &str) -> anyhow::Result<i32> {
@@ -25,10 +24,10 @@ pub async fn run(ctx: &Context, entries: &[String], id: &str) -> anyhow::Result<
         }
     }
     let all: Vec<Entry> = allowlist::parse_all(record.allow.iter().map(String::as_str))?;
-    session::write_gate_files(&dir, &all)?;
+    crate::gate::write_gate_files(&dir, &all)?;
     let engine = Engine::connect(&record.endpoint).await?;
     let gate = crate::container::gate_name(&record.id);
-    session::reload_gate(&engine, &gate)
+    crate::gate::reload(&engine, &gate)
         .await
         .context("the session's gate could not load the new allowlist")?;
     record.save(&dir)?;

@@ -126,7 +126,7 @@ pub async fn run(
             hint: None,
         },
         Ok(lima) => {
-            let golden = crate::guest::current_golden(&lima, &settings)
+            let golden = crate::placement::golden::current(&lima, &settings)
                 .await
                 .ok()
                 .flatten()
@@ -193,7 +193,7 @@ async fn claude_code(engine: &Engine, tag: &str, owner: &str) -> Check {
 /// `sbx doctor --leaks`: see the `leaks` module.
 async fn leaks(ctx: &Context, settings: Settings, endpoint: &str) -> anyhow::Result<i32> {
     let engine = Engine::connect(endpoint).await?;
-    session::ensure_images(&ctx.ui, &engine, &crate::image::specs(&settings)?).await?;
+    crate::imagebuild::ensure(&ctx.ui, &engine, &crate::image::specs(&settings)?).await?;
     let tag = crate::state::new_id();
     let net = format!("sbx-doctor-{tag}");
     let target = format!("{net}-target");
@@ -308,7 +308,7 @@ async fn leaks_on(
         keep: false,
         secrets: Vec::new(),
         endpoint: endpoint.to_owned(),
-        output: crate::attach::Output::Capture,
+        output: crate::engine::attach::Output::Capture,
         vm: None,
     };
     ctx.ui.info("running the leak check in a throwaway session");

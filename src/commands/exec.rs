@@ -8,10 +8,10 @@
 //! rebuilt here, and a token goes in only if the record says the session had it *and* the
 //! user's settings forward it now.
 
-use crate::attach::Output;
 use crate::cli::ExecArgs;
 use crate::config::Layer;
 use crate::context::Context;
+use crate::engine::attach::Output;
 use crate::engine::{Engine, ExecSpec};
 use crate::session;
 use crate::state::{self, Phase, Record};
@@ -75,7 +75,7 @@ pub async fn run(ctx: &Context, args: ExecArgs) -> anyhow::Result<i32> {
     let engine = Engine::connect(&record.endpoint).await?;
     let agent = crate::container::agent_name(&record.id);
     ctx.ui.fresh_line();
-    let result = crate::attach::run(&engine, &agent, spec, Output::Pass, None).await;
+    let result = crate::engine::attach::run(&engine, &agent, spec, Output::Pass, None).await;
     ctx.ui.fresh_line();
     let result = result.map_err(|e| {
         anyhow::Error::from(e).context(format!(

@@ -41,7 +41,7 @@ pub async fn run(ctx: &Context, docker_host: Option<String>) -> anyhow::Result<i
         command: login::COMMAND.iter().map(|s| (*s).to_owned()).collect(),
         keep: false,
         secrets: Vec::new(),
-        output: crate::attach::Output::Tee,
+        output: crate::engine::attach::Output::Tee,
         vm: None,
     };
     let mut out = session::run(ctx, req).await?;

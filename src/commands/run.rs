@@ -43,7 +43,7 @@ pub async fn run(ctx: &Context, args: RunArgs, docker_host: Option<String>) -> a
         keep: args.keep,
         secrets,
         endpoint,
-        output: crate::attach::Output::Pass,
+        output: crate::engine::attach::Output::Pass,
         vm: args.vm.then_some(settings_vm),
     };
     let out = session::run(ctx, req).await?;
