@@ -13,7 +13,7 @@ use anyhow::{Context as _, anyhow};
 use futures_util::future::join_all;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-use crate::config::{ClaudeConfig, Settings};
+use crate::config::Settings;
 use crate::context::Context;
 use crate::engine::{Engine, EngineApi, EngineError};
 use crate::image;
@@ -457,9 +457,6 @@ impl<E: EngineApi> Session<'_, E> {
             record.claude_login = Some(prepared.login_fingerprint);
             record.save(dir)?;
         }
-        debug_assert!(
-            plan.claude.is_some() == (self.req.settings.claude.config == ClaudeConfig::Mount)
-        );
         let launch = plan.launch(&facts, &checkouts)?;
         for w in &launch.warnings {
             ctx.ui.warn(w);

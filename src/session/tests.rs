@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::*;
+use crate::config::ClaudeConfig;
 use crate::engine::fake::{FakeEngine, Held};
 use crate::paths::Dirs;
 use crate::progress::Ui;
