@@ -63,6 +63,15 @@ pub struct EntryError {
     pub reason: String,
 }
 
+impl crate::error::Hint for EntryError {
+    fn hint(&self) -> Option<String> {
+        Some(
+            "write a host name (`example.com`), a wildcard (`*.example.com`), an IP or a CIDR, optionally with `:PORT`"
+                .into(),
+        )
+    }
+}
+
 impl Entry {
     pub fn ports(&self) -> Vec<u16> {
         match self.port {

@@ -288,6 +288,27 @@ pub enum ConfigError {
     },
 }
 
+impl crate::error::Hint for ConfigError {
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            ConfigError::Env { var, .. } => format!("fix or unset `{var}`"),
+            ConfigError::Parse { path, .. } | ConfigError::Read { path, .. } => format!(
+                "fix `{}` (`sbx config show` lists every valid key)",
+                path.display()
+            ),
+            ConfigError::NotAFile { path } => {
+                format!(
+                    "replace `{}` with a YAML file, or remove it",
+                    path.display()
+                )
+            }
+            ConfigError::Value { .. } => {
+                "`sbx config show` lists every setting and its source".into()
+            }
+        })
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {

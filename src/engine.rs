@@ -72,6 +72,10 @@ pub enum EngineError {
         #[source]
         source: ApiError,
     },
+    /// The engine answered without an error, but not as asked (the network it just created is
+    /// not in its list, a command it started is not attached to): there is no cause to show.
+    #[error("the engine refused to {action}")]
+    Unexpected { action: String },
     #[error("building the {role} image `{tag}` failed at `{step}`:\n{output}")]
     Build {
         role: String,
@@ -79,14 +83,14 @@ pub enum EngineError {
         step: String,
         output: String,
     },
-    #[error("the {role} image `{tag}` is missing; run `sbx setup`")]
+    #[error("the {role} image `{tag}` is missing")]
     ImageMissing { role: String, tag: String },
     #[error("{what} did not finish within {secs} s")]
     Timeout { what: String, secs: u64 },
 }
 
-impl EngineError {
-    pub fn hint(&self) -> Option<String> {
+impl crate::error::Hint for EngineError {
+    fn hint(&self) -> Option<String> {
         match self {
             EngineError::Unavailable { .. } => Some(
                 "start Docker (on Linux `sudo systemctl start docker`, on macOS `colima start`), \
@@ -101,6 +105,7 @@ impl EngineError {
                 "fix the step above (for a TLS-intercepting proxy, add its CA with `image.extra_ca_certs`), then run `sbx setup`"
                     .into(),
             ),
+            EngineError::ImageMissing { .. } => Some("run `sbx setup`".into()),
             _ => None,
         }
     }
@@ -618,9 +623,8 @@ impl Engine {
             return Ok(id);
         }
         self.create_network(name, labels).await?;
-        find().await?.ok_or_else(|| EngineError::Api {
+        find().await?.ok_or_else(|| EngineError::Unexpected {
             action: format!("find the network `{name}` it just created"),
-            source: ApiError::RequestTimeoutError,
         })
     }
 
@@ -962,9 +966,8 @@ impl Engine {
                 output,
                 input,
             }),
-            StartExecResults::Detached => Err(EngineError::Api {
+            StartExecResults::Detached => Err(EngineError::Unexpected {
                 action: format!("attach to a command in `{container}`"),
-                source: ApiError::RequestTimeoutError,
             }),
         }
     }

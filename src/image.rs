@@ -61,6 +61,19 @@ pub enum ImageError {
     NoDockerfile { path: PathBuf },
 }
 
+impl crate::error::Hint for ImageError {
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            ImageError::CaRead { .. } | ImageError::CaEmpty { .. } => {
+                "point `image.extra_ca_certs` at PEM files".into()
+            }
+            ImageError::Context { .. } | ImageError::NoDockerfile { .. } => {
+                "point `image.dockerfile` at a folder with a Dockerfile".into()
+            }
+        })
+    }
+}
+
 /// One file of a build context.
 struct File {
     path: String,

@@ -109,8 +109,8 @@ pub enum KeychainError {
     },
 }
 
-impl KeychainError {
-    pub fn hint(&self) -> Option<String> {
+impl crate::error::Hint for KeychainError {
+    fn hint(&self) -> Option<String> {
         Some(match self {
             KeychainError::UnknownName { .. } => format!(
                 "well-known names are {}; for another name add `--env VARIABLE`",
@@ -540,6 +540,7 @@ mod keyutils {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Hint;
 
     #[test]
     fn names_and_variables() {

@@ -2,6 +2,7 @@
 //! the user's repositories, an ephemeral hardened container, and an egress firewall.
 
 pub mod allowlist;
+pub mod app;
 pub mod audit;
 pub mod caches;
 pub mod cast;
@@ -13,6 +14,7 @@ pub mod container;
 pub mod context;
 pub mod engine;
 pub mod error;
+pub mod exit;
 pub mod firewall;
 pub mod gate;
 pub mod guest;

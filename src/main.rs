@@ -1,6 +1,7 @@
 //! The `sbx` binary: parse the command line, set up logging and the runtime, run, exit.
 
 use clap::Parser;
+use sbx::exit::ExitStatus;
 
 fn main() {
     let cli = sbx::cli::Cli::parse();
@@ -11,16 +12,16 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
         )
         .init();
-    let code = match tokio::runtime::Builder::new_multi_thread()
+    let status = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(sbx::cli::run(cli)),
+        Ok(rt) => rt.block_on(sbx::app::run(cli)),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            sbx::cli::EXIT_FAILURE
+            ExitStatus::Failure
         }
     };
     // Exit without waiting on the thread that may still block reading stdin.
-    std::process::exit(code);
+    std::process::exit(status.code());
 }

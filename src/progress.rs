@@ -8,6 +8,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::engine::BuildProgress;
+use crate::error::Report;
 
 #[derive(Clone)]
 pub struct Ui {
@@ -82,18 +83,25 @@ impl Ui {
         ));
     }
 
-    pub fn error(&self, msg: &str, causes: &[String], hint: Option<&str>) {
-        let mut out = format!("{} {}", self.paint("1;31", "error:"), safe(msg));
-        if !causes.is_empty() {
+    /// A failure: always shown.
+    pub fn error(&self, report: &Report) {
+        self.emit(self.render_error(report));
+    }
+
+    /// `error:` and the message, the `Caused by:` lines, then a `hint:` line for each hint.
+    fn render_error(&self, report: &Report) -> String {
+        let mut out = format!("{} {}", self.paint("1;31", "error:"), safe(&report.message));
+        if !report.causes.is_empty() {
             out.push_str("\n\nCaused by:");
-            for c in causes {
+            for c in &report.causes {
                 out.push_str(&format!("\n    {}", safe(c)));
             }
         }
-        if let Some(h) = hint {
-            out.push_str(&format!("\n\n{} {}", self.paint("1;32", "hint:"), safe(h)));
+        for (i, h) in report.hints.iter().enumerate() {
+            let gap = if i == 0 { "\n\n" } else { "\n" };
+            out.push_str(&format!("{gap}{} {}", self.paint("1;32", "hint:"), safe(h)));
         }
-        self.emit(out);
+        out
     }
 
     /// A bar for one long task (a build, a VM phase).
@@ -192,5 +200,46 @@ impl BuildProgress for Bar {
         if let Some(pb) = &self.pb {
             pb.tick();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plain() -> Ui {
+        Ui {
+            quiet: false,
+            bars: false,
+            color: false,
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
+        }
+    }
+
+    #[test]
+    fn an_error_shows_its_causes_then_every_hint() {
+        let report = Report {
+            message: "cannot start the session".into(),
+            causes: vec![
+                "no container engine answers at `ssh://vm`".into(),
+                "cannot connect over SSH to `10.0.0.2:22`".into(),
+            ],
+            hints: vec!["start Docker".into(), "check that the VM is up".into()],
+        };
+        assert_eq!(
+            plain().render_error(&report),
+            "error: cannot start the session\n\
+             \n\
+             Caused by:\n    \
+             no container engine answers at `ssh://vm`\n    \
+             cannot connect over SSH to `10.0.0.2:22`\n\
+             \n\
+             hint: start Docker\n\
+             hint: check that the VM is up"
+        );
+        assert_eq!(
+            plain().render_error(&Report::message("no hint")),
+            "error: no hint"
+        );
     }
 }

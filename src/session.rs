@@ -197,7 +197,7 @@ where
         sig = signals.next() => {
             ctx.ui.fresh_line();
             ctx.ui.notice(format!("{} received, stopping the session", signal_name(sig)));
-            Ok((128 + sig, Vec::new()))
+            Ok((crate::exit::ExitStatus::Signal(sig).code(), Vec::new()))
         }
     };
     // Whatever the command left on its last line, sbx's own lines start on a fresh one.
@@ -211,7 +211,7 @@ where
                 "{} received again: leaving the rest of the cleanup to `sbx gc`",
                 signal_name(sig)
             ));
-            std::process::exit(128 + sig);
+            std::process::exit(crate::exit::ExitStatus::Signal(sig).code());
         }
     };
     timings.record("teardown", began);

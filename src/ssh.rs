@@ -47,8 +47,8 @@ pub enum SshError {
     },
 }
 
-impl SshError {
-    pub fn hint(&self) -> Option<String> {
+impl crate::error::Hint for SshError {
+    fn hint(&self) -> Option<String> {
         Some(match self {
             SshError::Connect { .. } => {
                 "check that the VM or host is up and its SSH port answers".into()

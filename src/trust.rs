@@ -374,8 +374,8 @@ fn lines(w: &[Widening]) -> String {
     w.iter().map(|w| format!("\n    {w}")).collect()
 }
 
-impl TrustError {
-    pub fn hint(&self) -> Option<String> {
+impl crate::error::Hint for TrustError {
+    fn hint(&self) -> Option<String> {
         match self {
             TrustError::Untrusted { path, .. } | TrustError::Declined { path } => Some(format!(
                 "read the file; if you want these settings, approve it with `sbx trust {}`, otherwise remove them (settings that narrow the sandbox need no approval)",
@@ -537,6 +537,7 @@ impl Approvals {
 mod tests {
     use super::*;
     use crate::config::{Layer, PROJECT_FILE, Source, parse_layer};
+    use crate::error::Hint;
 
     fn layer(yaml: &str) -> Layer {
         parse_layer(yaml).unwrap()

@@ -82,8 +82,8 @@ pub enum VmError {
     Parse { message: String },
 }
 
-impl VmError {
-    pub fn hint(&self) -> Option<String> {
+impl crate::error::Hint for VmError {
+    fn hint(&self) -> Option<String> {
         Some(match self {
             VmError::Missing { program } if program == "colima" => {
                 "install Colima (`brew install colima`), or use Lima (`vm.provider: lima`)".into()
@@ -582,6 +582,7 @@ pub fn session_vm(id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Hint;
 
     fn settings() -> VmSettings {
         VmSettings {

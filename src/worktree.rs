@@ -116,8 +116,8 @@ pub enum GitError {
     },
 }
 
-impl GitError {
-    pub fn hint(&self) -> Option<String> {
+impl crate::error::Hint for GitError {
+    fn hint(&self) -> Option<String> {
         match self {
             GitError::NotARepo { .. } => Some(
                 "run sbx inside a git repository, or name one with `--repo PATH` (`git init` makes one)"
@@ -1272,6 +1272,7 @@ pub fn identity(repo: &Repo) -> Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Hint;
 
     fn git(dir: &Path, args: &[&str]) -> String {
         let out = std::process::Command::new("git")

@@ -2,15 +2,27 @@
 //! The gate reloads the new plan: new sets and rules, and its DNS filter restarted.
 
 use anyhow::Context as _;
+use clap::Args;
 
 use crate::allowlist::{self, Entry};
 use crate::context::Context;
 use crate::engine::Engine;
+use crate::exit::ExitStatus;
 use crate::state;
 
-pub async fn run(ctx: &Context, entries: &[String], id: &str) -> anyhow::Result<i32> {
-    let new = allowlist::parse_all(entries.iter().map(String::as_str))?;
-    let (dir, mut record) = super::log::find(ctx, id)?;
+#[derive(Debug, Args)]
+pub struct AllowArgs {
+    /// Host name, `*.domain`, IP or CIDR, with optional `:PORT`.
+    #[arg(required = true, value_name = "ENTRY")]
+    pub entries: Vec<String>,
+    /// The running session (id or unique prefix).
+    #[arg(long, value_name = "ID")]
+    pub session: String,
+}
+
+pub async fn run(ctx: &Context, args: AllowArgs) -> anyhow::Result<ExitStatus> {
+    let new = allowlist::parse_all(args.entries.iter().map(String::as_str))?;
+    let (dir, mut record) = super::log::find(ctx, &args.session)?;
     if !state::is_live(&dir) || record.phase != state::Phase::Running {
         return Err(crate::error::hinted(
             format!("session `{}` is not running", record.id),
@@ -37,5 +49,5 @@ pub async fn run(ctx: &Context, entries: &[String], id: &str) -> anyhow::Result<
         list.join(", "),
         record.id
     ));
-    Ok(0)
+    Ok(ExitStatus::Success)
 }

@@ -7,10 +7,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use clap::Args;
 use serde::Serialize;
 
-use crate::cli::BenchArgs;
 use crate::context::Context;
+use crate::exit::ExitStatus;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Runs per measurement.
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
+    /// The figures as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Measure VM sessions (`sbx run --vm`) instead: their phases, from the clone of the golden
+    /// VM to its deletion (after `sbx setup --vm`).
+    #[arg(long)]
+    pub vm: bool,
+}
 
 /// One measured run of a child `sbx`.
 struct Measured {
@@ -302,7 +317,7 @@ struct VmReport {
     phases_median_ms: Vec<(String, f64)>,
 }
 
-async fn run_vm(ctx: &Context, args: BenchArgs) -> anyhow::Result<i32> {
+async fn run_vm(ctx: &Context, args: BenchArgs) -> anyhow::Result<ExitStatus> {
     let n = args.runs.max(1);
     let tmp = tempfile::Builder::new().prefix("sbx-bench-").tempdir()?;
     let repo = make_repo(&tmp.path().join("alpha"), 10)?;
@@ -318,10 +333,12 @@ async fn run_vm(ctx: &Context, args: BenchArgs) -> anyhow::Result<i32> {
     };
     ctx.ui.info("warming up (one VM session)");
     let warm = measure(cmd()?)?;
-    anyhow::ensure!(
-        warm.ok,
-        "a warm-up VM session failed; run `sbx setup --vm` and `sbx doctor`"
-    );
+    if !warm.ok {
+        return Err(crate::error::hinted(
+            "a warm-up VM session failed",
+            "run `sbx setup --vm` and `sbx doctor`",
+        ));
+    }
     ctx.ui
         .info(format!("`sbx run --vm -- true` with one repo, {n} runs"));
     let (mut walls, mut failed, mut phases) = (Vec::new(), 0, Vec::new());
@@ -359,10 +376,10 @@ async fn run_vm(ctx: &Context, args: BenchArgs) -> anyhow::Result<i32> {
         }
         print!("{out}");
     }
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
-pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<i32> {
+pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<ExitStatus> {
     if args.vm {
         return run_vm(ctx, args).await;
     }
@@ -377,7 +394,12 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<i32> {
     let two = [a.as_path(), b.as_path()];
     ctx.ui.info("warming up (image check, first session)");
     let warm = measure(sbx_cmd(&two, &[], &["true"])?)?;
-    anyhow::ensure!(warm.ok, "a warm-up session failed; run `sbx doctor`");
+    if !warm.ok {
+        return Err(crate::error::hinted(
+            "a warm-up session failed",
+            "run `sbx doctor`",
+        ));
+    }
 
     let settings = super::load_settings(ctx, None, crate::config::Layer::default())?;
     let agent_image = crate::image::agent_image(&settings)?.tag;
@@ -569,7 +591,7 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<i32> {
     } else {
         print!("{}", render(&report));
     }
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
 /// Containers of the bench's sessions, unfinished sessions and checkouts left behind (all

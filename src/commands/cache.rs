@@ -2,14 +2,36 @@
 
 use std::collections::BTreeMap;
 
+use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use crate::caches::{KIND_LABEL, PROJECT_LABEL};
-use crate::cli::CacheCommand;
 use crate::config::Layer;
 use crate::container::OWNER_LABEL;
 use crate::context::Context;
 use crate::engine::Engine;
+use crate::exit::ExitStatus;
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List the projects with package caches, and which caches each has.
+    Ls {
+        /// Machine-readable output on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the current repository's package caches (`--all`: every project's).
+    Rm {
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub command: CacheCommand,
+}
 
 #[derive(Serialize)]
 struct Row {
@@ -27,9 +49,9 @@ impl Row {
 
 pub async fn run(
     ctx: &Context,
-    command: CacheCommand,
+    args: CacheArgs,
     docker_host: Option<String>,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<ExitStatus> {
     let settings = super::load_settings(ctx, None, Layer::default())?;
     let engine = Engine::connect(&super::endpoint(ctx, &settings, docker_host)).await?;
     let owner = ctx.dirs.owner_tag();
@@ -48,24 +70,24 @@ pub async fn run(
             .push(labels.get(KIND_LABEL).cloned().unwrap_or_default());
         row.volumes.push(name);
     }
-    match command {
+    match args.command {
         CacheCommand::Ls { json } => {
             let rows: Vec<&Row> = projects.values().collect();
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
-                return Ok(0);
+                return Ok(ExitStatus::Success);
             }
             if rows.is_empty() {
                 ctx.ui
                     .info("no package caches (sessions make them unless `caches: false`)");
-                return Ok(0);
+                return Ok(ExitStatus::Success);
             }
             let p = crate::text::printable;
             for r in rows {
                 // The project path is a label anyone with the engine could have set: escaped.
                 println!("{}  {}", p(r.repo()), p(&r.kinds.join(", ")));
             }
-            Ok(0)
+            Ok(ExitStatus::Success)
         }
         CacheCommand::Rm { all } => {
             let chosen: Vec<&Row> = if all {
@@ -77,7 +99,7 @@ pub async fn run(
             };
             if chosen.is_empty() {
                 ctx.ui.info("no package caches to remove");
-                return Ok(0);
+                return Ok(ExitStatus::Success);
             }
             let mut failed = 0;
             for r in chosen {
@@ -93,7 +115,11 @@ pub async fn run(
                     crate::text::printable(r.repo())
                 ));
             }
-            Ok(if failed == 0 { 0 } else { 1 })
+            Ok(if failed == 0 {
+                ExitStatus::Success
+            } else {
+                ExitStatus::Problem
+            })
         }
     }
 }

@@ -2,11 +2,40 @@
 //! file is approved. It shows a file nobody approved (with what it would widen) instead of
 //! refusing it: reading settings is how a user decides.
 
+use clap::{Args, Subcommand};
+
 use crate::config::Layer;
 use crate::context::Context;
+use crate::exit::ExitStatus;
 use crate::trust::{Status, Widening};
 
-pub fn show(ctx: &Context, json: bool, docker_host: Option<String>) -> anyhow::Result<i32> {
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print every setting, its value and its source.
+    Show {
+        /// Machine-readable output on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub command: ConfigCommand,
+}
+
+pub fn run(
+    ctx: &Context,
+    args: ConfigArgs,
+    docker_host: Option<String>,
+) -> anyhow::Result<ExitStatus> {
+    match args.command {
+        ConfigCommand::Show { json } => show(ctx, json, docker_host),
+    }
+}
+
+fn show(ctx: &Context, json: bool, docker_host: Option<String>) -> anyhow::Result<ExitStatus> {
     let flags = Layer {
         docker_host,
         ..Layer::default()
@@ -86,5 +115,5 @@ pub fn show(ctx: &Context, json: bool, docker_host: Option<String>) -> anyhow::R
             println!("  # the built-in entries are off (`default_allowlist: false`)");
         }
     }
-    Ok(0)
+    Ok(ExitStatus::Success)
 }

@@ -1,26 +1,45 @@
 //! `sbx doctor`: checks what sbx needs and says what to do about anything missing.
 
-use crate::cli::DoctorArgs;
+use clap::Args;
+
 use crate::config::{Layer, Settings};
 use crate::container::{self, ContainerSpec};
 use crate::context::Context;
 use crate::engine::{Engine, NetworkSpec};
+use crate::exit::ExitStatus;
 use crate::leaks;
 use crate::process::Cmd;
 use crate::session;
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Run the thorough egress leak check in a throwaway session (one row per channel; exit
+    /// code 1 on any leak).
+    #[arg(long)]
+    pub leaks: bool,
+}
 
 struct Check {
     name: &'static str,
     ok: bool,
     detail: String,
-    hint: Option<String>,
+    hints: Vec<String>,
+}
+
+/// A hint shown only when `needed`.
+fn hint_when(needed: bool, hint: &str) -> Vec<String> {
+    if needed {
+        vec![hint.to_owned()]
+    } else {
+        Vec::new()
+    }
 }
 
 pub async fn run(
     ctx: &Context,
     args: DoctorArgs,
     docker_host: Option<String>,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<ExitStatus> {
     if args.leaks {
         let settings =
             super::load_settings(ctx, super::project_root().as_deref(), Layer::default())?;
@@ -34,13 +53,13 @@ pub async fn run(
             name: "settings",
             ok: true,
             detail: "valid".into(),
-            hint: None,
+            hints: Vec::new(),
         },
         Err(e) => Check {
             name: "settings",
             ok: false,
             detail: format!("{e:#}"),
-            hint: e.chain().find_map(crate::error::hint_for),
+            hints: crate::error::hints(e.as_ref()),
         },
     });
     let settings = settings.unwrap_or_default();
@@ -49,13 +68,13 @@ pub async fn run(
             name: "git",
             ok: true,
             detail: v.trim().to_owned(),
-            hint: None,
+            hints: Vec::new(),
         },
         Err(e) => Check {
             name: "git",
             ok: false,
             detail: e.to_string(),
-            hint: Some("install git".into()),
+            hints: vec!["install git".into()],
         },
     });
     let endpoint = super::endpoint(ctx, &settings, docker_host);
@@ -66,7 +85,7 @@ pub async fn run(
                 name: "engine",
                 ok: true,
                 detail: format!("Docker {version} at {endpoint}"),
-                hint: None,
+                hints: Vec::new(),
             });
             match crate::image::specs(&settings) {
                 Ok(specs) => {
@@ -90,7 +109,7 @@ pub async fn run(
                             },
                             ok,
                             detail,
-                            hint: (!ok).then(|| "run `sbx setup`".into()),
+                            hints: hint_when(!ok, "run `sbx setup`"),
                         });
                         if s.role == "sandbox" && built {
                             checks.push(claude_code(&engine, &s.tag, &ctx.dirs.owner_tag()).await);
@@ -101,7 +120,7 @@ pub async fn run(
                     name: "images",
                     ok: false,
                     detail: e.to_string(),
-                    hint: crate::error::hint_for(&e),
+                    hints: crate::error::hints(&e),
                 }),
             }
         }
@@ -109,7 +128,7 @@ pub async fn run(
             name: "engine",
             ok: false,
             detail: e.to_string(),
-            hint: e.hint(),
+            hints: crate::error::hints(&e),
         }),
     }
     let vm = match crate::vm::Lima::locate(&ctx.dirs, settings.vm.provider).await {
@@ -123,7 +142,7 @@ pub async fn run(
                     .map(|c| c.home.display().to_string())
                     .unwrap_or_default()
             ),
-            hint: None,
+            hints: Vec::new(),
         },
         Ok(lima) => {
             let golden = crate::placement::golden::current(&lima, &settings)
@@ -139,14 +158,14 @@ pub async fn run(
                 } else {
                     "Lima found; no golden VM yet".into()
                 },
-                hint: (!golden).then(|| "run `sbx setup --vm` before `sbx run --vm`".into()),
+                hints: hint_when(!golden, "run `sbx setup --vm` before `sbx run --vm`"),
             }
         }
         Err(e) => Check {
             name: "vm mode",
             ok: false,
             detail: format!("unavailable ({e})"),
-            hint: e.hint(),
+            hints: crate::error::hints(&e),
         },
     };
     let cache = ctx.dirs.sessions();
@@ -155,14 +174,17 @@ pub async fn run(
         name: "session folder",
         ok: writable,
         detail: cache.display().to_string(),
-        hint: (!writable).then(|| "make the folder writable, or set `XDG_CACHE_HOME`".into()),
+        hints: hint_when(
+            !writable,
+            "make the folder writable, or set `XDG_CACHE_HOME`",
+        ),
     });
 
     let print = |c: &Check, status: &str| {
         // Details quote errors that may carry a repository's or the agent's bytes.
         let p = crate::text::printable_lines;
         println!("{status:<4} {:<15} {}", c.name, p(&c.detail));
-        if let Some(h) = &c.hint {
+        for h in &c.hints {
             println!("     {:<15} hint: {}", "", p(h));
         }
     };
@@ -173,7 +195,11 @@ pub async fn run(
     }
     // VM mode is optional: its row informs and never fails the check.
     print(&vm, if vm.ok { "ok" } else { "--" });
-    Ok(if failed == 0 { 0 } else { 1 })
+    Ok(if failed == 0 {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Problem
+    })
 }
 
 /// Which Claude Code the sandbox image has; informs, never fails (a custom image may have none).
@@ -186,12 +212,12 @@ async fn claude_code(engine: &Engine, tag: &str, owner: &str) -> Check {
         name: "claude code",
         ok: true,
         detail,
-        hint: Some("`sbx setup --update` rebuilds the image with the newest release".into()),
+        hints: vec!["`sbx setup --update` rebuilds the image with the newest release".into()],
     }
 }
 
 /// `sbx doctor --leaks`: see the `leaks` module.
-async fn leaks(ctx: &Context, settings: Settings, endpoint: &str) -> anyhow::Result<i32> {
+async fn leaks(ctx: &Context, settings: Settings, endpoint: &str) -> anyhow::Result<ExitStatus> {
     let engine = Engine::connect(endpoint).await?;
     crate::imagebuild::ensure(&ctx.ui, &engine, &crate::image::specs(&settings)?).await?;
     let tag = crate::state::new_id();
@@ -229,7 +255,7 @@ async fn leaks_on(
     net: &str,
     target: &str,
     labels: std::collections::BTreeMap<String, String>,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<ExitStatus> {
     let spec = ContainerSpec {
         name: target.to_owned(),
         image: crate::image::agent_image(settings)?.tag,
@@ -335,9 +361,9 @@ async fn leaks_on(
             "{leaked} channel(s) failed; the session's record: `sbx log {}`",
             outcome.session_id
         ));
-        Ok(1)
+        Ok(ExitStatus::Problem)
     } else {
         ctx.ui.info("no leaks");
-        Ok(0)
+        Ok(ExitStatus::Success)
     }
 }

@@ -8,15 +8,26 @@
 //! rebuilt here, and a token goes in only if the record says the session had it *and* the
 //! user's settings forward it now.
 
-use crate::cli::ExecArgs;
+use clap::Args;
+
 use crate::config::Layer;
 use crate::context::Context;
 use crate::engine::attach::Output;
 use crate::engine::{Engine, ExecSpec};
+use crate::exit::ExitStatus;
 use crate::session;
 use crate::state::{self, Phase, Record};
 
-pub async fn run(ctx: &Context, args: ExecArgs) -> anyhow::Result<i32> {
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The running session (id or a unique prefix); not needed when only one runs.
+    pub session: Option<String>,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+pub async fn run(ctx: &Context, args: ExecArgs) -> anyhow::Result<ExitStatus> {
     let (dir, record) = match &args.session {
         Some(id) => super::log::find(ctx, id)?,
         None => only_running(ctx)?,
@@ -83,7 +94,9 @@ pub async fn run(ctx: &Context, args: ExecArgs) -> anyhow::Result<i32> {
             record.id
         ))
     })?;
-    Ok(i32::try_from(result.code).unwrap_or(255))
+    Ok(ExitStatus::Command(
+        i32::try_from(result.code).unwrap_or(255),
+    ))
 }
 
 /// The one running session, when there is exactly one.

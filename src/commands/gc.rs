@@ -1,12 +1,27 @@
 //! `sbx gc`: finish the cleanup of sessions whose process died.
 
-use crate::cli::GcArgs;
+use clap::Args;
+
 use crate::config::Layer;
 use crate::context::Context;
 use crate::engine::Engine;
+use crate::exit::ExitStatus;
 use crate::session;
 
-pub async fn run(ctx: &Context, args: GcArgs, docker_host: Option<String>) -> anyhow::Result<i32> {
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Also remove the images sbx built that no container uses and the current settings do not
+    /// need, however recently they were used (by default those are kept for 14 days: another
+    /// project or user of the engine may need them). Sessions rebuild what they need.
+    #[arg(long)]
+    pub images: bool,
+}
+
+pub async fn run(
+    ctx: &Context,
+    args: GcArgs,
+    docker_host: Option<String>,
+) -> anyhow::Result<ExitStatus> {
     let settings = super::load_settings(ctx, super::project_root().as_deref(), Layer::default())?;
     let endpoint = super::endpoint(ctx, &settings, docker_host);
     let engine = match Engine::connect(&endpoint).await {
@@ -51,9 +66,10 @@ pub async fn run(ctx: &Context, args: GcArgs, docker_host: Option<String>) -> an
         n(report.sessions_finished.len(), "dead session"),
         n(report.folders_removed.len(), "old record"),
     ));
+    // Some sessions could not be cleaned up (their reasons were reported): sbx's own failure.
     Ok(if report.failed.is_empty() {
-        0
+        ExitStatus::Success
     } else {
-        crate::cli::EXIT_FAILURE
+        ExitStatus::Failure
     })
 }

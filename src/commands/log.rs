@@ -1,12 +1,35 @@
 //! `sbx log SESSION`: the full egress record of a session (running, kept or finished): every DNS
 //! question and its fate, every refused connection.
 
+use clap::Args;
 use serde::Serialize;
 
 use crate::audit::{Audit, Summary};
 use crate::context::Context;
+use crate::exit::ExitStatus;
 use crate::session;
 use crate::state::{self, Record};
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// The session id (or a unique prefix).
+    pub session: String,
+    /// Machine-readable output on stdout (with `--replay`: the terminal record, as
+    /// asciicast v2 for `asciinema play -` or a web player).
+    #[arg(long)]
+    pub json: bool,
+    /// Play the record of what the command printed, with its timing, in this terminal.
+    #[arg(long)]
+    pub replay: bool,
+    /// How fast to replay (2 = twice as fast); pauses longer than 2 s are cut short.
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        value_name = "FACTOR",
+        requires = "replay"
+    )]
+    pub speed: f64,
+}
 
 #[derive(Serialize)]
 struct Log<'a> {
@@ -17,7 +40,15 @@ struct Log<'a> {
     summary: Summary,
 }
 
-pub fn run(ctx: &Context, id: &str, json: bool) -> anyhow::Result<i32> {
+pub async fn run(ctx: &Context, args: LogArgs) -> anyhow::Result<ExitStatus> {
+    if args.replay {
+        replay(ctx, &args.session, args.json, args.speed).await
+    } else {
+        show(ctx, &args.session, args.json)
+    }
+}
+
+fn show(ctx: &Context, id: &str, json: bool) -> anyhow::Result<ExitStatus> {
     let (dir, record) = find(ctx, id)?;
     let audit = session::record_audit(&dir, &record);
     let summary = audit.summary();
@@ -30,7 +61,7 @@ pub fn run(ctx: &Context, id: &str, json: bool) -> anyhow::Result<i32> {
             summary,
         };
         println!("{}", serde_json::to_string_pretty(&log)?);
-        return Ok(0);
+        return Ok(ExitStatus::Success);
     }
     println!(
         "session {}  ({})",
@@ -72,12 +103,12 @@ pub fn run(ctx: &Context, id: &str, json: bool) -> anyhow::Result<i32> {
             "\nto allow the denied names, add to `.sbx.yaml` (then approve it with `sbx trust`):\n{lines}"
         );
     }
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
 /// `sbx log SESSION --replay`: plays the session's terminal record (or prints it as asciicast
 /// v2 with `--json`).
-pub async fn replay(ctx: &Context, id: &str, json: bool, speed: f64) -> anyhow::Result<i32> {
+async fn replay(ctx: &Context, id: &str, json: bool, speed: f64) -> anyhow::Result<ExitStatus> {
     if !(speed.is_finite() && speed > 0.0) {
         return Err(crate::error::hinted(
             format!("`--speed {speed}` is not a speed"),
@@ -111,7 +142,7 @@ pub async fn replay(ctx: &Context, id: &str, json: bool, speed: f64) -> anyhow::
         use std::io::Write;
         return match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-            _ => Ok(0),
+            _ => Ok(ExitStatus::Success),
         };
     }
     ctx.ui.info(format!(
@@ -122,7 +153,7 @@ pub async fn replay(ctx: &Context, id: &str, json: bool, speed: f64) -> anyhow::
     crate::cast::replay(&events, speed, 2.0).await?;
     ctx.ui.fresh_line();
     ctx.ui.info("end of the record");
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
 /// A session's folder and record, by id (or a unique prefix of one).

@@ -5,10 +5,11 @@
 use crate::claude::login;
 use crate::config::{ClaudeConfig, Forward, ForwardKeyword, GitMode, Layer, Source};
 use crate::context::Context;
+use crate::exit::ExitStatus;
 use crate::keychain::{self, Tokens};
 use crate::session::{self, RunRequest};
 
-pub async fn run(ctx: &Context, docker_host: Option<String>) -> anyhow::Result<i32> {
+pub async fn run(ctx: &Context, docker_host: Option<String>) -> anyhow::Result<ExitStatus> {
     if !(crate::terminal::stdin_is_tty() && crate::terminal::stdout_is_tty()) {
         return Err(crate::error::hinted(
             "`sbx login` needs a terminal: the sign-in asks you to paste a code",
@@ -56,7 +57,7 @@ pub async fn run(ctx: &Context, docker_host: Option<String>) -> anyhow::Result<i
                 "stored your Claude login in the {} as `claude`: every session gets it as `{env}` (`sbx token rm claude` forgets it)",
                 tokens.store_name
             ));
-            Ok(0)
+            Ok(ExitStatus::Success)
         }
         (0, None) => Err(crate::error::hinted(
             "`claude setup-token` ended without showing a token sbx could read; nothing was stored",

@@ -1,11 +1,22 @@
 //! `sbx ls`: sessions that are running, died, or kept work; `--all` adds finished ones.
 
+use clap::Args;
 use serde::Serialize;
 
-use crate::cli::LsArgs;
 use crate::context::Context;
+use crate::exit::ExitStatus;
 use crate::state::{self, Phase};
 use crate::worktree::session_branch;
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Include finished sessions that kept nothing.
+    #[arg(long)]
+    pub all: bool,
+}
 
 #[derive(Serialize)]
 struct Row {
@@ -30,7 +41,11 @@ struct RepoRow {
     not_safe: Option<String>,
 }
 
-pub async fn run(ctx: &Context, args: LsArgs, _docker_host: Option<String>) -> anyhow::Result<i32> {
+pub async fn run(
+    ctx: &Context,
+    args: LsArgs,
+    _docker_host: Option<String>,
+) -> anyhow::Result<ExitStatus> {
     let mut rows = Vec::new();
     for (dir, r) in state::list(&ctx.dirs.sessions()) {
         let live = state::is_live(&dir);
@@ -89,11 +104,11 @@ pub async fn run(ctx: &Context, args: LsArgs, _docker_host: Option<String>) -> a
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(0);
+        return Ok(ExitStatus::Success);
     }
     if rows.is_empty() {
         ctx.ui.info("no sessions");
-        return Ok(0);
+        return Ok(ExitStatus::Success);
     }
     println!(
         "{:<10} {:<9} {:>5}  {:<20} REPOS",
@@ -145,5 +160,5 @@ pub async fn run(ctx: &Context, args: LsArgs, _docker_host: Option<String>) -> a
             "`sbx exec {id}` opens a shell in a running session (`-- CMD` runs a command)"
         ));
     }
-    Ok(0)
+    Ok(ExitStatus::Success)
 }

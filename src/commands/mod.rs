@@ -1,5 +1,6 @@
-//! The subcommands: each turns parsed arguments into library calls and output. Shared here:
-//! loading settings for the current folder (with the project file's approval checked).
+//! The subcommands: each owns its arguments (clap `Args`, composed into the command line by
+//! `cli`) and turns them into library calls, output and an exit status. Shared here: loading
+//! settings for the current folder (with the project file's approval checked).
 
 pub mod allow;
 pub mod bench;
@@ -14,6 +15,7 @@ pub mod login;
 pub mod ls;
 pub mod run;
 pub mod setup;
+pub mod spare;
 pub mod token;
 pub mod trust;
 
@@ -145,21 +147,4 @@ pub fn endpoint(ctx: &Context, settings: &Settings, flag: Option<String>) -> Str
         flag.as_deref().or(settings.docker_host.as_deref()),
         &ctx.dirs.home,
     )
-}
-
-/// `sbx __spare KEY`: makes a spare gate for the next session (see `spare`). Runs detached, so
-/// nothing it prints is seen; its exit code is all it reports.
-pub async fn spare(ctx: &Context, key: &str, remove: &[String]) -> anyhow::Result<i32> {
-    let key: crate::spare::Key = serde_json::from_str(key)?;
-    let engine = crate::engine::Engine::connect(&key.endpoint).await?;
-    // Only sbx's session containers (`sbx-<id>-agent|gate`): the arguments are sbx's own, and
-    // even so this never removes anything else.
-    for name in remove
-        .iter()
-        .filter(|n| crate::spare::is_session_container(n))
-    {
-        engine.remove_container(name).await?;
-    }
-    crate::spare::make(&ctx.dirs, &engine, &key).await?;
-    Ok(0)
 }

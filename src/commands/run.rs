@@ -1,14 +1,50 @@
 //! `sbx run`: resolve the repositories and settings, then hand the session to the library.
 
-use crate::cli::RunArgs;
+use std::path::PathBuf;
+
+use clap::Args;
+
 use crate::config::{ClaudeConfig, Layer, Settings};
 use crate::context::Context;
+use crate::exit::ExitStatus;
 use crate::keychain::{KeychainError, Secret, Tokens};
 use crate::session::{self, RunRequest};
 use crate::state::TokenSource;
 use crate::worktree;
 
-pub async fn run(ctx: &Context, args: RunArgs, docker_host: Option<String>) -> anyhow::Result<i32> {
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A repository to put in the sandbox (repeatable; default: the one containing the current
+    /// folder). Each is at `/workspace/<folder name>`.
+    #[arg(long = "repo", value_name = "PATH")]
+    pub repos: Vec<PathBuf>,
+    /// Also allow this destination: a host name, `*.domain`, an IP or a CIDR, with optional
+    /// `:PORT` (repeatable).
+    #[arg(long = "allow", value_name = "ENTRY")]
+    pub allow: Vec<String>,
+    /// Attach the session to this existing Docker network instead of its own.
+    #[arg(long, value_name = "NAME")]
+    pub network: Option<String>,
+    /// Keep every checkout at the end, clean or not.
+    #[arg(long)]
+    pub keep: bool,
+    /// Run in a fresh VM cloned from the golden one (`sbx setup --vm` makes it): kernel
+    /// isolation between the agent and this machine.
+    #[arg(long)]
+    pub vm: bool,
+    /// Print where the session's time went (to stderr).
+    #[arg(long)]
+    pub timings: bool,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+pub async fn run(
+    ctx: &Context,
+    args: RunArgs,
+    docker_host: Option<String>,
+) -> anyhow::Result<ExitStatus> {
     let primary = super::primary_repo(&args.repos)?;
     let flags = Layer {
         allow: (!args.allow.is_empty()).then(|| args.allow.clone()),
@@ -54,7 +90,7 @@ pub async fn run(ctx: &Context, args: RunArgs, docker_host: Option<String>) -> a
             eprint!("{}", out.timings.render());
         }
     }
-    Ok(out.exit_code)
+    Ok(ExitStatus::Command(out.exit_code))
 }
 
 /// The tokens this session forwards, as `(VARIABLE, value)`: every stored token the

@@ -2,16 +2,28 @@
 //! nothing changed: only fingerprints are compared); with `--vm`, prepare the golden VM that
 //! session VMs are cloned from, with a bar per phase.
 
-use crate::cli::SetupArgs;
+use clap::Args;
+
 use crate::config::{Layer, Settings, VmProvider};
 use crate::context::Context;
 use crate::engine::Engine;
+use crate::exit::ExitStatus;
+
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// Prepare the golden VM for `sbx run --vm` (a fast no-op when it is up to date).
+    #[arg(long)]
+    pub vm: bool,
+    /// Rebuild the sandbox image with the newest Claude Code (its self-updater is off inside).
+    #[arg(long)]
+    pub update: bool,
+}
 
 pub async fn run(
     ctx: &Context,
     args: SetupArgs,
     docker_host: Option<String>,
-) -> anyhow::Result<i32> {
+) -> anyhow::Result<ExitStatus> {
     let mut settings =
         super::load_settings(ctx, super::project_root().as_deref(), Layer::default())?;
     if args.update {
@@ -37,7 +49,7 @@ pub async fn run(
             ),
         });
     }
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
 /// A new stamp for the image's Claude Code layer, kept for later builds.
@@ -58,13 +70,13 @@ fn new_refresh(ctx: &Context) -> anyhow::Result<String> {
 }
 
 /// Prepares (or confirms) the golden VM (`placement::golden`); Colima has none.
-async fn golden(ctx: &Context, settings: &Settings) -> anyhow::Result<i32> {
+async fn golden(ctx: &Context, settings: &Settings) -> anyhow::Result<ExitStatus> {
     if settings.vm.provider == VmProvider::Colima {
         ctx.ui.info(
             "Colima boots a fresh profile for every session (no golden VM to prepare; slower than Lima); the first session builds the images in its VM and saves them for the next ones",
         );
-        return Ok(0);
+        return Ok(ExitStatus::Success);
     }
     crate::placement::golden::prepare(ctx, settings).await?;
-    Ok(0)
+    Ok(ExitStatus::Success)
 }

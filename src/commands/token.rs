@@ -3,20 +3,50 @@
 
 use std::io::{BufRead, Write};
 
+use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use crate::cli::TokenCommand;
 use crate::config::Layer;
 use crate::context::Context;
+use crate::exit::ExitStatus;
 use crate::keychain::{self, Secret, Tokens};
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Store a token: typed at a hidden prompt, or one line piped on stdin (never an argument).
+    /// Well-known names: `github` (GH_TOKEN), `claude` (CLAUDE_CODE_OAUTH_TOKEN, from
+    /// `claude setup-token`), `anthropic` (ANTHROPIC_API_KEY).
+    Set {
+        name: String,
+        /// The environment variable it becomes (required for names that are not well known).
+        #[arg(long, value_name = "VAR")]
+        env: Option<String>,
+    },
+    /// Print a token to stdout (for scripts).
+    Get { name: String },
+    /// Remove a token.
+    Rm { name: String },
+    /// List stored tokens: names, variables and store. Never values.
+    List {
+        /// Machine-readable output on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub command: TokenCommand,
+}
 
 fn open(ctx: &Context) -> anyhow::Result<Tokens> {
     let settings = super::load_settings(ctx, super::project_root().as_deref(), Layer::default())?;
     Ok(Tokens::open(settings.token_store, &ctx.dirs.config)?)
 }
 
-pub fn run(ctx: &Context, command: TokenCommand) -> anyhow::Result<i32> {
-    match command {
+pub fn run(ctx: &Context, args: TokenArgs) -> anyhow::Result<ExitStatus> {
+    match args.command {
         TokenCommand::Set { name, env } => {
             let env = keychain::env_for(&name, env.as_deref())?;
             let tokens = open(ctx)?;
@@ -26,20 +56,20 @@ pub fn run(ctx: &Context, command: TokenCommand) -> anyhow::Result<i32> {
                 "stored `{name}` in the {}; sessions get it as `{env}`",
                 tokens.store_name
             ));
-            Ok(0)
+            Ok(ExitStatus::Success)
         }
         TokenCommand::Get { name } => {
             let secret = open(ctx)?.get(&name)?;
             let mut out = std::io::stdout().lock();
             writeln!(out, "{}", secret.expose())?;
-            Ok(0)
+            Ok(ExitStatus::Success)
         }
         TokenCommand::Rm { name } => {
             let tokens = open(ctx)?;
             tokens.remove(&name)?;
             ctx.ui
                 .info(format!("removed `{name}` from the {}", tokens.store_name));
-            Ok(0)
+            Ok(ExitStatus::Success)
         }
         TokenCommand::List { json } => list(ctx, json),
     }
@@ -52,7 +82,7 @@ struct Row {
     store: String,
 }
 
-fn list(ctx: &Context, json: bool) -> anyhow::Result<i32> {
+fn list(ctx: &Context, json: bool) -> anyhow::Result<ExitStatus> {
     let tokens = open(ctx)?;
     let rows: Vec<Row> = tokens
         .index()?
@@ -65,20 +95,20 @@ fn list(ctx: &Context, json: bool) -> anyhow::Result<i32> {
         .collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(0);
+        return Ok(ExitStatus::Success);
     }
     if rows.is_empty() {
         ctx.ui.info(format!(
             "no tokens stored (store: {}); add one with `sbx token set github`",
             tokens.store_name
         ));
-        return Ok(0);
+        return Ok(ExitStatus::Success);
     }
     println!("{:<16} {:<26} STORE", "NAME", "ENV");
     for r in rows {
         println!("{:<16} {:<26} {}", r.name, r.env, r.store);
     }
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
 /// The secret from a hidden prompt (terminal) or one line of stdin (pipe).

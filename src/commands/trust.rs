@@ -5,12 +5,27 @@
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use crate::cli::TrustArgs;
+use clap::Args;
+
 use crate::config::{PROJECT_FILE, ProjectFile, Settings};
 use crate::context::Context;
+use crate::exit::ExitStatus;
 use crate::trust::{self, TrustError, Widening};
 
-pub fn run(ctx: &Context, args: TrustArgs) -> anyhow::Result<i32> {
+/// `mise trust`'s verb (`allow` is taken by egress) and direnv's `revoke`; `--untrust` is
+/// mise's spelling of the same.
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// The project file, or the folder that holds it (default: the current repository's
+    /// `.sbx.yaml`).
+    #[arg(value_name = "PATH")]
+    pub path: Option<PathBuf>,
+    /// Withdraw the approval instead: sbx asks again before obeying the file.
+    #[arg(long, visible_alias = "untrust")]
+    pub revoke: bool,
+}
+
+pub fn run(ctx: &Context, args: TrustArgs) -> anyhow::Result<ExitStatus> {
     let path = target(args.path.as_deref())?;
     let shown = crate::text::printable(&path.display().to_string());
     let approvals = super::approvals(ctx);
@@ -22,7 +37,7 @@ pub fn run(ctx: &Context, args: TrustArgs) -> anyhow::Result<i32> {
         } else {
             ctx.ui.info(format!("`{shown}` was not trusted"));
         }
-        return Ok(0);
+        return Ok(ExitStatus::Success);
     }
     let Some(file) = ProjectFile::read(&path)? else {
         return Err(crate::error::hinted(
@@ -45,7 +60,7 @@ pub fn run(ctx: &Context, args: TrustArgs) -> anyhow::Result<i32> {
         "trusted `{shown}` as it is now (sha256 {}); sbx asks again when it changes",
         &crate::trust::digest(&file)[..12]
     ));
-    Ok(0)
+    Ok(ExitStatus::Success)
 }
 
 /// The project file a `sbx trust` means: the path given (a `.sbx.yaml`, or the folder holding

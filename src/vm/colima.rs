@@ -416,6 +416,7 @@ impl Lima {
 mod tests {
     use super::*;
     use crate::config::VmProvider;
+    use crate::error::Hint;
 
     fn settings() -> VmSettings {
         VmSettings {
