@@ -217,25 +217,29 @@ mod tests {
     }
 
     #[test]
-    fn an_error_shows_its_causes_then_every_hint() {
-        let report = Report {
-            message: "cannot start the session".into(),
-            causes: vec![
-                "no container engine answers at `ssh://vm`".into(),
-                "cannot connect over SSH to `10.0.0.2:22`".into(),
-            ],
-            hints: vec!["start Docker".into(), "check that the VM is up".into()],
+    fn an_error_shows_its_causes_then_every_hint_of_the_chain() {
+        // An engine behind SSH that does not answer: both layers say what to do.
+        let ssh = crate::ssh::SshError::Connect {
+            addr: "10.0.0.2:22".into(),
+            source: Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
         };
+        let engine = crate::engine::EngineError::Unavailable {
+            endpoint: "ssh://vm".into(),
+            source: Box::new(ssh),
+        };
+        let e = anyhow::Error::from(engine).context("cannot start the session");
         assert_eq!(
-            plain().render_error(&report),
+            plain().render_error(&Report::of(&e)),
             "error: cannot start the session\n\
              \n\
              Caused by:\n    \
              no container engine answers at `ssh://vm`\n    \
-             cannot connect over SSH to `10.0.0.2:22`\n\
+             cannot connect over SSH to `10.0.0.2:22`\n    \
+             connection refused\n\
              \n\
-             hint: start Docker\n\
-             hint: check that the VM is up"
+             hint: start Docker (on Linux `sudo systemctl start docker`, on macOS `colima start`), \
+             or point sbx at an engine with `--docker-host` or `DOCKER_HOST`\n\
+             hint: check that the VM or host is up and its SSH port answers"
         );
         assert_eq!(
             plain().render_error(&Report::message("no hint")),
