@@ -46,7 +46,7 @@ pub async fn run(cli: Cli) -> ExitStatus {
     match result {
         Ok(status) => status,
         Err(e) => {
-            ctx.ui.error(&Report::of(&e));
+            ctx.ui.error(&crate::hints::report(&e));
             ExitStatus::Failure
         }
     }

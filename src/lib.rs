@@ -18,6 +18,7 @@ pub mod exit;
 pub mod firewall;
 pub mod gate;
 pub mod guest;
+pub mod hints;
 pub mod hostids;
 pub mod image;
 pub mod imagebuild;

@@ -229,7 +229,7 @@ mod tests {
         };
         let e = anyhow::Error::from(engine).context("cannot start the session");
         assert_eq!(
-            plain().render_error(&Report::of(&e)),
+            plain().render_error(&crate::hints::report(&e)),
             "error: cannot start the session\n\
              \n\
              Caused by:\n    \

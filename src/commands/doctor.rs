@@ -59,7 +59,7 @@ pub async fn run(
             name: "settings",
             ok: false,
             detail: format!("{e:#}"),
-            hints: crate::error::hints(e.as_ref()),
+            hints: crate::hints::hints(e.as_ref()),
         },
     });
     let settings = settings.unwrap_or_default();
@@ -120,7 +120,7 @@ pub async fn run(
                     name: "images",
                     ok: false,
                     detail: e.to_string(),
-                    hints: crate::error::hints(&e),
+                    hints: crate::hints::hints(&e),
                 }),
             }
         }
@@ -128,7 +128,7 @@ pub async fn run(
             name: "engine",
             ok: false,
             detail: e.to_string(),
-            hints: crate::error::hints(&e),
+            hints: crate::hints::hints(&e),
         }),
     }
     let vm = match crate::vm::Lima::locate(&ctx.dirs, settings.vm.provider).await {
@@ -165,7 +165,7 @@ pub async fn run(
             name: "vm mode",
             ok: false,
             detail: format!("unavailable ({e})"),
-            hints: crate::error::hints(&e),
+            hints: crate::hints::hints(&e),
         },
     };
     let cache = ctx.dirs.sessions();
@@ -236,26 +236,39 @@ async fn leaks(ctx: &Context, settings: Settings, endpoint: &str) -> anyhow::Res
         spec.ipv6_subnet = None;
         engine.create_network_with(&spec).await?;
     }
-    let result = leaks_on(
-        ctx, &settings, &engine, endpoint, &tag, &net, &target, labels,
-    )
-    .await;
+    let throwaway = Throwaway {
+        tag: tag.clone(),
+        net: net.clone(),
+        target: target.clone(),
+        labels,
+    };
+    let result = leaks_on(ctx, &settings, &engine, endpoint, &throwaway).await;
     let _ = engine.remove_container(&target).await;
     let _ = engine.remove_network(&net).await;
     result
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The leak check's own network and target host, removed by the caller whatever happens.
+struct Throwaway {
+    tag: String,
+    net: String,
+    target: String,
+    labels: std::collections::BTreeMap<String, String>,
+}
+
 async fn leaks_on(
     ctx: &Context,
     settings: &Settings,
     engine: &Engine,
     endpoint: &str,
-    tag: &str,
-    net: &str,
-    target: &str,
-    labels: std::collections::BTreeMap<String, String>,
+    throwaway: &Throwaway,
 ) -> anyhow::Result<ExitStatus> {
+    let (tag, net, target) = (
+        throwaway.tag.as_str(),
+        throwaway.net.as_str(),
+        throwaway.target.as_str(),
+    );
+    let labels = throwaway.labels.clone();
     let spec = ContainerSpec {
         name: target.to_owned(),
         image: crate::image::agent_image(settings)?.tag,
