@@ -1,20 +1,16 @@
 //! Egress that holds up in real use: wildcards, rotating addresses, no DNS leaks, an audit, and
 //! widening a running session. Every name and address belongs to the tests' own hosts.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 
 #[test]
 fn wildcards_match_subdomains_and_not_look_alikes() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
-    let mut net = TestNet::new(&[]);
+    needs_docker!();
+    let env = TestEnv::new();
+    let net = env.net(&[]);
     for alias in [
         "a.wild.test",
         "b.c.wild.test",
@@ -28,8 +24,7 @@ fn wildcards_match_subdomains_and_not_look_alikes() {
 for n in ["a.wild.test", "b.c.wild.test", "evil-wild.test", "wild.test.evil.test"]:
     print("%s=%s %s" % (n, resolve(n) != "nxdomain", http("http://%s/" % n)))
 "#;
-    let args = network_run_args(&net, &["*.wild.test"], python(body));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args = net.run_args(&["*.wild.test"], python(body));
     let o = env.run(&repo, &args);
     assert_ok(&o);
     let out = stdout(&o);
@@ -41,15 +36,13 @@ for n in ["a.wild.test", "b.c.wild.test", "evil-wild.test", "wild.test.evil.test
 
 #[test]
 fn a_name_whose_address_changes_stays_reachable() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
-    let mut net = TestNet::new(&[]);
+    needs_docker!();
+    let env = TestEnv::new();
+    let net = env.net(&[]);
     let one = net.web_host("one.internal");
     let two = net.web_host("two.internal");
     let (ip1, ip2) = (net.ip(&one, false), net.ip(&two, false));
-    let (dns, dns_ip, hosts) = dns_server(&mut net, &env, &format!("{ip1} rotating.test\n"));
+    let dns = net.dns_server(&format!("{ip1} rotating.test\n"));
     let repo = env.repo("app");
     let body = format!(
         r#"
@@ -62,13 +55,13 @@ for _ in range(300):
 print("second=%s %s" % (resolve("rotating.test"), http("http://rotating.test/")), flush=True)
 "#
     );
-    let args = network_run_args(&net, &["rotating.test"], python(&body));
+    let args = net.run_args(&["rotating.test"], python(&body));
     let mut cmd = env.sbx();
-    cmd.current_dir(&repo).env("SBX_DNS", &dns_ip).args(&args);
-    let (child, _) = spawn_session(&env, cmd, &["test", "-e", "/tmp/phase1"]);
+    cmd.current_dir(&repo).env("SBX_DNS", &dns.ip).args(&args);
+    let (child, _) = env.spawn_session(cmd, &["test", "-e", "/tmp/phase1"]);
     // The name moves to another address mid-session.
-    std::fs::write(&hosts, format!("{ip2} rotating.test\n")).unwrap();
-    docker_ok(&["kill", "-s", "HUP", &dns]);
+    std::fs::write(&dns.hosts, format!("{ip2} rotating.test\n")).unwrap();
+    docker_ok(["kill", "-s", "HUP", &dns.name]);
     let o = child.wait_with_output().unwrap();
     assert_ok(&o);
     let out = stdout(&o);
@@ -80,17 +73,15 @@ print("second=%s %s" % (resolve("rotating.test"), http("http://rotating.test/"))
         line(&out, "second"),
         format!("{ip2} hello from two.internal")
     );
-    assert!(dns_log(&dns).contains("rotating.test"));
+    assert!(dns.log().contains("rotating.test"));
 }
 
 #[test]
 fn no_query_for_a_non_allowlisted_name_reaches_the_upstream() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
-    let mut net = TestNet::new(&[]);
-    let (dns, dns_ip, _) = dns_server(&mut net, &env, "10.9.9.9 ok.test\n");
+    needs_docker!();
+    let env = TestEnv::new();
+    let net = env.net(&[]);
+    let dns = net.dns_server("10.9.9.9 ok.test\n");
     let repo = env.repo("app");
     let long = "a".repeat(63);
     let many = (0..40)
@@ -113,12 +104,11 @@ print("engine=%s" % rcode_udp("127.0.0.11", "leak-engine.example"))
 print("ok=%s" % resolve("ok.test"))
 "#
     );
-    let args = network_run_args(&net, &["ok.test"], python(&body));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args = net.run_args(&["ok.test"], python(&body));
     let o = env
         .sbx()
         .current_dir(&repo)
-        .env("SBX_DNS", &dns_ip)
+        .env("SBX_DNS", &dns.ip)
         .args(&args)
         .stdin(Stdio::null())
         .output()
@@ -131,7 +121,7 @@ print("ok=%s" % resolve("ok.test"))
     assert_eq!(line(&out, "engine"), "error", "{out}");
     // The allowlisted name went to the upstream (so the recorder is the upstream)...
     assert_eq!(line(&out, "ok"), "10.9.9.9");
-    let log = dns_log(&dns);
+    let log = dns.log();
     assert!(log.contains("ok.test"), "{log}");
     // ...and nothing else did.
     assert!(
@@ -142,11 +132,9 @@ print("ok=%s" % resolve("ok.test"))
 
 #[test]
 fn summary_and_log_report_what_was_denied() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
-    let mut net = TestNet::new(&[]);
+    needs_docker!();
+    let env = TestEnv::new();
+    let net = env.net(&[]);
     let host = net.web_host("hidden.test");
     let ip = net.ip(&host, false);
     let repo = env.repo("app");
@@ -156,8 +144,7 @@ print(resolve("denied-one.example"), resolve("denied-one.example"), resolve("hid
 print(http("http://{ip}/"))
 "#
     );
-    let args = network_run_args(&net, &[], python(&body));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args = net.run_args(&[], python(&body));
     let o = env.run(&repo, &args);
     assert_ok(&o);
     let err = stderr(&o);
@@ -174,8 +161,8 @@ print(http("http://{ip}/"))
         !err.contains("sbx-selfcheck"),
         "the self-check is not the user's: {err}"
     );
-    let id = session_ids(&env).pop().unwrap();
-    let log = env.run(&repo, &["log", &id, "--json"]);
+    let id = env.session_ids().pop().unwrap();
+    let log = env.run(&repo, ["log", &id, "--json"]);
     assert_ok(&log);
     let v: serde_json::Value = serde_json::from_slice(&log.stdout).unwrap();
     assert_eq!(v["summary"]["denied_names"]["denied-one.example"], 2);
@@ -186,7 +173,7 @@ print(http("http://{ip}/"))
             .iter()
             .any(|r| r["destination"] == ip.as_str())
     );
-    let text = env.run(&repo, &["log", &id[..4]]);
+    let text = env.run(&repo, ["log", &id[..4]]);
     assert_ok(&text);
     assert!(stdout(&text).contains("denied-one.example") && stdout(&text).contains("denied"));
     // The self-check's probes are there, apart, as sbx's own: its name and its two packets to
@@ -217,11 +204,9 @@ print(http("http://{ip}/"))
 
 #[test]
 fn allow_widens_a_running_session() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
-    let mut net = TestNet::new(&[]);
+    needs_docker!();
+    let env = TestEnv::new();
+    let net = env.net(&[]);
     net.web_host("late.test");
     let repo = env.repo("app");
     let body = r#"
@@ -234,11 +219,11 @@ for _ in range(300):
     time.sleep(0.1)
 print("after=" + r)
 "#;
-    let args = network_run_args(&net, &[], python(body));
+    let args = net.run_args(&[], python(body));
     let mut cmd = env.sbx();
     cmd.current_dir(&repo).args(&args);
-    let (child, id) = spawn_session(&env, cmd, &["test", "-e", "/tmp/phase1"]);
-    let a = env.run(&repo, &["allow", "late.test", "--session", &id]);
+    let (child, id) = env.spawn_session(cmd, &["test", "-e", "/tmp/phase1"]);
+    let a = env.run(&repo, ["allow", "late.test", "--session", &id]);
     assert_ok(&a);
     let o = child.wait_with_output().unwrap();
     assert_ok(&o);
@@ -246,18 +231,16 @@ print("after=" + r)
     assert_eq!(line(&out, "before"), "error");
     assert_eq!(line(&out, "after"), "hello from late.test");
     // A finished session cannot be widened.
-    let again = env.run(&repo, &["allow", "x.test", "--session", &id]);
+    let again = env.run(&repo, ["allow", "x.test", "--session", &id]);
     assert_eq!(again.status.code(), Some(125));
     assert!(stderr(&again).contains("not running"));
 }
 
 #[test]
 fn doctor_leaks_exercises_every_channel_and_finds_none() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
-    let o = env.run(env.home(), &["doctor", "--leaks"]);
+    needs_docker!();
+    let env = TestEnv::new();
+    let o = env.run(env.home(), ["doctor", "--leaks"]);
     assert_ok(&o);
     let out = stdout(&o);
     let rows: Vec<&str> = out.lines().collect();
@@ -288,7 +271,7 @@ fn doctor_leaks_exercises_every_channel_and_finds_none() {
         "{out}"
     );
     // The doctor's network and target are gone.
-    let left = docker_ok(&[
+    let left = docker_ok([
         "ps",
         "-a",
         "--filter",
@@ -305,23 +288,21 @@ fn doctor_leaks_exercises_every_channel_and_finds_none() {
 /// network, so nothing leaves the machine. Its self-updater is off.
 #[test]
 fn claude_code_starts_with_no_name_refused_and_its_updater_off() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
-    let mut net = TestNet::new(&["--internal"]);
-    let (dns, dns_ip, _) = dns_server(&mut net, &env, "");
+    needs!(Terminal, "runs sbx on a terminal");
+    needs_docker!();
+    let env = TestEnv::new();
+    let net = env.net(&["--internal"]);
+    let dns = net.dns_server("");
     let repo = env.repo("app");
     let size = (100, 30);
-    let (out, _) = in_terminal(
-        &env,
+    let (out, _) = env.in_terminal(
         &repo,
         &format!(
             "run --network {} -- sh -c 'echo updater=$DISABLE_AUTOUPDATER; exec timeout --foreground 90 claude'",
             net.name
         ),
         size,
-        &[("SBX_DNS", &dns_ip)],
+        &[("SBX_DNS", &dns.ip)],
         b"",
     );
     let screen = screen_rows(&out, size).join("\n");
@@ -330,7 +311,7 @@ fn claude_code_starts_with_no_name_refused_and_its_updater_off() {
         String::from_utf8_lossy(&out).contains("updater=1"),
         "{screen}"
     );
-    let image = docker_ok(&[
+    let image = docker_ok([
         "image",
         "inspect",
         "-f",
@@ -339,8 +320,8 @@ fn claude_code_starts_with_no_name_refused_and_its_updater_off() {
     ]);
     assert!(image.contains("DISABLE_AUTOUPDATER=1"), "{image}");
 
-    let id = only_session(&env);
-    let log = env.run(&repo, &["log", &id, "--json"]);
+    let id = env.only_session();
+    let log = env.run(&repo, ["log", &id, "--json"]);
     assert_ok(&log);
     let v: serde_json::Value = serde_json::from_slice(&log.stdout).unwrap();
     let queries = v["audit"]["queries"].as_array().unwrap();
@@ -364,15 +345,11 @@ fn claude_code_starts_with_no_name_refused_and_its_updater_off() {
         "{queries:?}"
     );
     // What was allowed went to the test's own upstream.
-    assert!(
-        dns_log(&dns).contains("api.anthropic.com"),
-        "{}",
-        dns_log(&dns)
-    );
+    assert!(dns.log().contains("api.anthropic.com"), "{}", dns.log());
 }
 
 /// The ready spare's id under this HOME, once its helper has made it.
-fn ready_spare(env: &Env) -> Option<String> {
+fn ready_spare(env: &TestEnv) -> Option<String> {
     let mut found = None;
     wait_until(Duration::from_secs(30), || {
         found = ready_spare_now(env);
@@ -398,17 +375,15 @@ fn files_under(dir: &std::path::Path, base: &std::path::Path, out: &mut Vec<Stri
 /// a new one is made after it, and `sbx gc` removes it.
 #[test]
 fn a_spare_gate_lets_nothing_out_and_the_session_that_claims_it_gets_its_own_allowlist() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let mut net = TestNet::new(&[]);
-    let _g = SessionGuard { env: &env };
+    needs_docker!();
+    let env = TestEnv::new();
+    let net = env.net(&[]);
     let good = net.web_host("good.test");
     net.web_host("evil.test");
     let good_ip = net.ip(&good, false);
     let repo = env.repo("app");
     let run = |body: &str| {
-        let args = network_run_args(&net, &["good.test"], python(body));
+        let args = net.run_args(&["good.test"], python(body));
         env.sbx()
             .env("SBX_SPARE", "true")
             .current_dir(&repo)
@@ -462,7 +437,6 @@ fn a_spare_gate_lets_nothing_out_and_the_session_that_claims_it_gets_its_own_all
         "sbx-sandbox:latest".into(),
     ];
     args.extend(probe);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = docker_ok(&args);
     assert_eq!(line(&out, "name"), "nxdomain", "{out}");
     assert_eq!(line(&out, "web"), "error", "{out}");
@@ -477,7 +451,7 @@ fn a_spare_gate_lets_nothing_out_and_the_session_that_claims_it_gets_its_own_all
     assert_eq!(line(&out, "evil"), "error");
     assert!(!spare_dir.exists());
     assert!(env.sessions().join(&spare).join("session.json").exists());
-    let log = env.run(&repo, &["log", &spare]);
+    let log = env.run(&repo, ["log", &spare]);
     assert!(stdout(&log).contains("evil.test"), "{}", stdout(&log));
 
     // After it, a helper removes its containers (stopped before its checkout was finished) and
@@ -490,14 +464,14 @@ fn a_spare_gate_lets_nothing_out_and_the_session_that_claims_it_gets_its_own_all
         "{:?}",
         session_containers(&spare)
     );
-    let o = env.run(&repo, &["gc"]);
+    let o = env.run(&repo, ["gc"]);
     assert_ok(&o);
     assert!(stderr(&o).contains("1 spare gate"), "{}", stderr(&o));
     assert!(session_containers(&next).is_empty());
     assert!(ready_spare_now(&env).is_none());
 }
 
-fn ready_spare_now(env: &Env) -> Option<String> {
+fn ready_spare_now(env: &TestEnv) -> Option<String> {
     std::fs::read_dir(env.cache().join("sbx/spares"))
         .into_iter()
         .flatten()

@@ -4,12 +4,10 @@
 //! approval; and a session that commits a widening file cannot get it obeyed by the next run.
 //! The refusals need no engine; the sessions use the real one.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::*;
+use crate::harness::*;
 
 const SBX_FAILURE: i32 = 125;
 
@@ -37,7 +35,7 @@ fn assert_refused(o: &Output, needles: &[&str]) {
 }
 
 /// The label every container and network of this HOME's sessions carries.
-fn owner_tag(env: &Env) -> String {
+fn owner_tag(env: &TestEnv) -> String {
     sbx::paths::Dirs {
         config: env.config_dir(),
         cache: env.cache().join("sbx"),
@@ -50,23 +48,23 @@ fn owner_tag(env: &Env) -> String {
 /// Asserts no session was begun under this HOME: no session folder, and (when an engine
 /// answers) no container or network with this HOME's sessions' label.
 #[track_caller]
-fn assert_nothing_created(env: &Env, sessions_before: usize) {
+fn assert_nothing_created(env: &TestEnv, sessions_before: usize) {
     assert_eq!(
-        session_ids(env).len(),
+        env.session_ids().len(),
         sessions_before,
         "a session was begun"
     );
-    if !docker_available() {
+    if !engine_answers() {
         return;
     }
     let label = format!("label=dev.sbx.owner={}", owner_tag(env));
-    let containers = docker_ok(&["ps", "-aq", "--filter", &label]);
-    let networks = docker_ok(&["network", "ls", "-q", "--filter", &label]);
+    let containers = docker_ok(["ps", "-aq", "--filter", &label]);
+    let networks = docker_ok(["network", "ls", "-q", "--filter", &label]);
     assert_eq!(containers, "", "containers left: {containers}");
     assert_eq!(networks, "", "networks left: {networks}");
 }
 
-fn hostile_repo(env: &Env) -> std::path::PathBuf {
+fn hostile_repo(env: &TestEnv) -> std::path::PathBuf {
     let repo = env.repo("app");
     env.repo("other");
     std::fs::write(repo.join(".sbx.yaml"), HOSTILE).unwrap();
@@ -75,7 +73,7 @@ fn hostile_repo(env: &Env) -> std::path::PathBuf {
 
 #[test]
 fn a_hostile_project_file_is_refused_before_anything_is_created() {
-    let env = Env::new();
+    let env = TestEnv::new();
     let repo = hostile_repo(&env);
     let widenings = [
         "`allow`: adds 0.0.0.0/0:443",
@@ -83,7 +81,7 @@ fn a_hostile_project_file_is_refused_before_anything_is_created() {
         "other` into the sandbox",
         "`docker_host`: runs the session on the engine at `tcp://127.0.0.1:1`",
     ];
-    let o = env.run(&repo, &["run", "--", "true"]);
+    let o = env.run(&repo, ["run", "--", "true"]);
     assert_refused(&o, &widenings);
     assert!(
         !stderr(&o).contains("no container engine answers"),
@@ -94,13 +92,13 @@ fn a_hostile_project_file_is_refused_before_anything_is_created() {
 
     // From a subfolder, and with `--repo` from elsewhere: the same file, the same refusal.
     std::fs::create_dir_all(repo.join("src")).unwrap();
-    assert_refused(&env.run(&repo.join("src"), &["run", "--", "true"]), &[]);
+    assert_refused(&env.run(repo.join("src"), ["run", "--", "true"]), &[]);
     let repo_arg = repo.to_str().unwrap();
     assert_refused(
-        &env.run(env.home(), &["run", "--repo", repo_arg, "--", "true"]),
+        &env.run(env.home(), ["run", "--repo", repo_arg, "--", "true"]),
         &[],
     );
-    assert_refused(&env.run(&repo, &["run", "--vm", "--", "true"]), &[]);
+    assert_refused(&env.run(&repo, ["run", "--vm", "--", "true"]), &[]);
 
     // Every command that acts on the settings refuses it too.
     for args in [
@@ -134,7 +132,7 @@ fn a_hostile_project_file_is_refused_before_anything_is_created() {
     assert!(!env.config_dir().join("tokens.secret").exists());
     assert!(!env.config_dir().join("tokens.json").exists());
     // `sbx doctor` reports it as its failed settings check.
-    let o = env.run(&repo, &["doctor"]);
+    let o = env.run(&repo, ["doctor"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let settings_row = stdout(&o)
         .lines()
@@ -150,7 +148,7 @@ fn a_hostile_project_file_is_refused_before_anything_is_created() {
     assert_nothing_created(&env, 0);
 
     // `sbx config show` shows the file and its standing instead of refusing.
-    let o = env.run(&repo, &["config", "show"]);
+    let o = env.run(&repo, ["config", "show"]);
     assert_ok(&o);
     let out = stdout(&o);
     let row = out
@@ -162,7 +160,7 @@ fn a_hostile_project_file_is_refused_before_anything_is_created() {
         "{row}"
     );
     assert!(out.contains("`allow`: adds 0.0.0.0/0:443"), "{out}");
-    let o = env.run(&repo, &["config", "show", "--json"]);
+    let o = env.run(&repo, ["config", "show", "--json"]);
     assert_ok(&o);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let row = v
@@ -183,7 +181,7 @@ fn a_hostile_project_file_is_refused_before_anything_is_created() {
 
 #[test]
 fn the_users_own_file_env_and_flags_are_never_questioned() {
-    let env = Env::new();
+    let env = TestEnv::new();
     let repo = env.repo("app");
     std::fs::create_dir_all(env.config_dir()).unwrap();
     std::fs::write(
@@ -192,7 +190,7 @@ fn the_users_own_file_env_and_flags_are_never_questioned() {
     )
     .unwrap();
     // The user's file names an engine that does not answer: sbx goes there, no question asked.
-    let o = env.run(&repo, &["run", "--", "true"]);
+    let o = env.run(&repo, ["run", "--", "true"]);
     assert_eq!(o.status.code(), Some(SBX_FAILURE), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("tcp://127.0.0.1:1") && !stderr(&o).contains("not trusted"),
@@ -231,13 +229,13 @@ fn the_users_own_file_env_and_flags_are_never_questioned() {
         "{}",
         stderr(&o)
     );
-    let o = env.run(&repo, &["run", "--", "true"]);
+    let o = env.run(&repo, ["run", "--", "true"]);
     assert_refused(&o, &["0.0.0.0/0:443"]);
 }
 
 #[test]
 fn a_project_file_cannot_undo_what_the_users_environment_narrowed() {
-    let env = Env::new();
+    let env = TestEnv::new();
     let repo = env.repo("app");
     // The user turned the default allowlist off for this run; a file that lists default hosts
     // would turn them back on.
@@ -259,13 +257,13 @@ fn a_project_file_cannot_undo_what_the_users_environment_narrowed() {
 
 #[test]
 fn an_unparseable_project_file_is_an_error_as_before() {
-    let env = Env::new();
+    let env = TestEnv::new();
     let repo = env.repo("app");
     std::fs::write(repo.join(".sbx.yaml"), "allow: [a.example\n").unwrap();
-    let o = env.run(&repo, &["run", "--", "true"]);
+    let o = env.run(&repo, ["run", "--", "true"]);
     assert_eq!(o.status.code(), Some(SBX_FAILURE), "{}", stderr(&o));
     assert!(stderr(&o).contains("invalid config file"), "{}", stderr(&o));
-    let o = env.run(&repo, &["trust"]);
+    let o = env.run(&repo, ["trust"]);
     assert_eq!(o.status.code(), Some(SBX_FAILURE), "{}", stderr(&o));
     assert!(stderr(&o).contains("invalid config file"), "{}", stderr(&o));
     assert!(!env.home().join(".local/share/sbx/trust").exists());
@@ -278,21 +276,21 @@ fn an_unparseable_project_file_is_an_error_as_before() {
             .unwrap()
             .success()
     );
-    let o = env.run(&repo, &["run", "--", "true"]);
+    let o = env.run(&repo, ["run", "--", "true"]);
     assert_eq!(o.status.code(), Some(SBX_FAILURE), "{}", stderr(&o));
     assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
 }
 
 #[test]
 fn trust_approves_this_content_at_this_path_until_it_changes() {
-    let env = Env::new();
+    let env = TestEnv::new();
     let repo = env.repo("app");
     let file = repo.join(".sbx.yaml");
     std::fs::write(&file, "allow: [trusted.example]\n").unwrap();
-    let o = env.run(&repo, &["token", "list"]);
+    let o = env.run(&repo, ["token", "list"]);
     assert_refused(&o, &["`allow`: adds trusted.example"]);
 
-    let o = env.run(&repo, &["trust"]);
+    let o = env.run(&repo, ["trust"]);
     assert_ok(&o);
     let e = stderr(&o);
     assert!(
@@ -300,8 +298,8 @@ fn trust_approves_this_content_at_this_path_until_it_changes() {
         "{e}"
     );
     assert!(e.contains("trusted `") && e.contains("sha256"), "{e}");
-    assert_ok(&env.run(&repo, &["token", "list"]));
-    let o = env.run(&repo, &["config", "show"]);
+    assert_ok(&env.run(&repo, ["token", "list"]));
+    let o = env.run(&repo, ["config", "show"]);
     assert!(
         stdout(&o).contains("# trusted as it is now"),
         "{}",
@@ -313,56 +311,47 @@ fn trust_approves_this_content_at_this_path_until_it_changes() {
     let mode = std::fs::metadata(&store).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);
     assert_eq!(
-        git(&repo, &["status", "--porcelain", "--ignored"]),
+        git(&repo, ["status", "--porcelain", "--ignored"]),
         "?? .sbx.yaml\n"
     );
 
     // A changed file is asked about again.
     std::fs::write(&file, "allow: [trusted.example, more.example]\n").unwrap();
     assert_refused(
-        &env.run(&repo, &["token", "list"]),
+        &env.run(&repo, ["token", "list"]),
         &["`allow`: adds trusted.example, more.example"],
     );
     // `sbx trust PATH` takes the file or its folder; the approval is for this path only.
-    assert_ok(&env.run(env.home(), &["trust", repo.to_str().unwrap()]));
-    assert_ok(&env.run(&repo, &["token", "list"]));
+    assert_ok(&env.run(env.home(), ["trust", repo.to_str().unwrap()]));
+    assert_ok(&env.run(&repo, ["token", "list"]));
     let twin = env.repo("twin");
     std::fs::copy(&file, twin.join(".sbx.yaml")).unwrap();
-    assert_refused(&env.run(&twin, &["token", "list"]), &[]);
+    assert_refused(&env.run(&twin, ["token", "list"]), &[]);
     // A `.sbx.yaml` that is a symlink to the approved file is not approved either.
     std::fs::remove_file(twin.join(".sbx.yaml")).unwrap();
     std::os::unix::fs::symlink(&file, twin.join(".sbx.yaml")).unwrap();
-    assert_refused(&env.run(&twin, &["token", "list"]), &[]);
+    assert_refused(&env.run(&twin, ["token", "list"]), &[]);
 
-    let o = env.run(&repo, &["trust", "--revoke"]);
+    let o = env.run(&repo, ["trust", "--revoke"]);
     assert_ok(&o);
     assert!(stderr(&o).contains("revoked"), "{}", stderr(&o));
-    assert_refused(&env.run(&repo, &["token", "list"]), &[]);
-    let o = env.run(&repo, &["trust", "--untrust", file.to_str().unwrap()]);
+    assert_refused(&env.run(&repo, ["token", "list"]), &[]);
+    let o = env.run(&repo, ["trust", "--untrust", file.to_str().unwrap()]);
     assert_ok(&o);
     assert!(stderr(&o).contains("was not trusted"), "{}", stderr(&o));
 
     // Only `.sbx.yaml` is a project file.
-    let o = env.run(&repo, &["trust", "README.md"]);
+    let o = env.run(&repo, ["trust", "README.md"]);
     assert_eq!(o.status.code(), Some(SBX_FAILURE), "{}", stderr(&o));
     assert!(stderr(&o).contains("not a project file"), "{}", stderr(&o));
-    let o = env.run(env.home(), &["trust"]);
+    let o = env.run(env.home(), ["trust"]);
     assert_eq!(o.status.code(), Some(SBX_FAILURE), "{}", stderr(&o));
     assert!(stderr(&o).contains("not inside a git repository"));
 }
 
-/// Runs `sbx args...` on a pseudo-terminal (util-linux `script`), typing `answer`. `None`
-/// without `script`.
-fn on_terminal(env: &Env, cwd: &Path, args: &[&str], answer: &str) -> Option<Output> {
-    let has_script = Command::new("script")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_script {
-        eprintln!("skipping: util-linux `script` is not installed");
-        return None;
-    }
-    let inner = env.sbx();
+/// Runs `sbx args...` on a pseudo-terminal (util-linux `script`, see `Need::Terminal`), typing
+/// `answer`.
+fn on_terminal(env: &TestEnv, cwd: &Path, args: &[&str], answer: &str) -> Output {
     let mut line = format!("'{}'", sbx_bin().display());
     for a in args {
         line.push_str(&format!(" '{a}'"));
@@ -370,11 +359,7 @@ fn on_terminal(env: &Env, cwd: &Path, args: &[&str], answer: &str) -> Option<Out
     let mut child = Command::new("script")
         .args(["-qec", &line, "/dev/null"])
         .env_clear()
-        .envs(
-            inner
-                .get_envs()
-                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))),
-        )
+        .envs(env.vars())
         .current_dir(cwd)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -393,17 +378,16 @@ fn on_terminal(env: &Env, cwd: &Path, args: &[&str], answer: &str) -> Option<Out
     });
     let out = child.wait_with_output().unwrap();
     typist.join().unwrap();
-    Some(out)
+    out
 }
 
 #[test]
 fn on_a_terminal_sbx_asks_and_no_is_the_default() {
-    let env = Env::new();
+    needs!(Terminal, "answers sbx's question on a terminal");
+    let env = TestEnv::new();
     let repo = env.repo("app");
     std::fs::write(repo.join(".sbx.yaml"), "allow: [asked.example]\n").unwrap();
-    let Some(o) = on_terminal(&env, &repo, &["token", "list"], "\r") else {
-        return;
-    };
+    let o = on_terminal(&env, &repo, &["token", "list"], "\r");
     let all = stdout(&o);
     assert_eq!(o.status.code(), Some(SBX_FAILURE), "{all}");
     assert!(
@@ -411,46 +395,42 @@ fn on_a_terminal_sbx_asks_and_no_is_the_default() {
         "{all}"
     );
     assert!(all.contains("is not trusted, so sbx stops here"), "{all}");
-    assert_refused(&env.run(&repo, &["token", "list"]), &[]);
+    assert_refused(&env.run(&repo, ["token", "list"]), &[]);
 
-    let o = on_terminal(&env, &repo, &["token", "list"], "y\r").unwrap();
+    let o = on_terminal(&env, &repo, &["token", "list"], "y\r");
     let all = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{all}");
     assert!(all.contains("trusted `"), "{all}");
     // The answer was recorded for this content.
-    assert_ok(&env.run(&repo, &["token", "list"]));
+    assert_ok(&env.run(&repo, ["token", "list"]));
 }
 
 #[test]
 fn a_narrowing_project_file_runs_without_approval() {
-    let env = Env::new();
+    let env = TestEnv::new();
     let repo = env.repo("app");
     std::fs::write(repo.join(".sbx.yaml"), NARROWING).unwrap();
-    let o = env.run(&repo, &["config", "show"]);
+    let o = env.run(&repo, ["config", "show"]);
     assert_ok(&o);
     assert!(stdout(&o).contains("widens nothing"), "{}", stdout(&o));
-    require_docker!();
-    ensure_images();
-    let _guard = SessionGuard { env: &env };
-    let o = env.run(&repo, &["run", "--", "true"]);
+    needs_docker!();
+    let o = env.run(&repo, ["run", "--", "true"]);
     assert_ok(&o);
     assert!(!env.home().join(".local/share/sbx/trust").exists());
 }
 
 #[test]
 fn a_trusted_allow_file_runs_and_an_edit_stops_the_next_run() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _guard = SessionGuard { env: &env };
+    needs_docker!();
+    let env = TestEnv::new();
     let repo = env.repo("app");
     std::fs::write(repo.join(".sbx.yaml"), "allow: [trusted.example]\n").unwrap();
-    assert_refused(&env.run(&repo, &["run", "--", "true"]), &[]);
+    assert_refused(&env.run(&repo, ["run", "--", "true"]), &[]);
     assert_nothing_created(&env, 0);
-    assert_ok(&env.run(&repo, &["trust"]));
-    let o = env.run(&repo, &["run", "--", "true"]);
+    assert_ok(&env.run(&repo, ["trust"]));
+    let o = env.run(&repo, ["run", "--", "true"]);
     assert_ok(&o);
-    assert_eq!(session_ids(&env).len(), 1);
+    assert_eq!(env.session_ids().len(), 1);
     std::fs::write(
         repo.join(".sbx.yaml"),
         "allow: [trusted.example, \"0.0.0.0/0:443\"]\n",
@@ -458,11 +438,11 @@ fn a_trusted_allow_file_runs_and_an_edit_stops_the_next_run() {
     .unwrap();
     // What the file widens is weighed against the layers below it, not the last approval.
     assert_refused(
-        &env.run(&repo, &["run", "--", "true"]),
+        &env.run(&repo, ["run", "--", "true"]),
         &["`allow`: adds trusted.example, 0.0.0.0/0:443"],
     );
     assert_eq!(
-        session_ids(&env).len(),
+        env.session_ids().len(),
         1,
         "the refused run began a session"
     );
@@ -470,11 +450,9 @@ fn a_trusted_allow_file_runs_and_an_edit_stops_the_next_run() {
 
 /// The agent commits a widening `.sbx.yaml`; neither the kept checkout nor the host repository
 /// after merging `sbx/<id>` gets a run that obeys it.
-fn session_plants_a_project_file(as_user: bool) {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _guard = SessionGuard { env: &env };
+fn session_plants_a_project_file(who: As) {
+    needs_docker!();
+    let env = TestEnv::new();
     let repo = env.repo("app");
     let plant = [
         "run",
@@ -484,21 +462,12 @@ fn session_plants_a_project_file(as_user: bool) {
         "-c",
         r#"printf 'allow: ["0.0.0.0/0:443"]\n' > .sbx.yaml && git add .sbx.yaml && git commit -qm x"#,
     ];
-    let sbx = |cwd: &Path, args: &[&str]| -> Option<Output> {
-        if as_user {
-            env.run_as_user(cwd, args)
-        } else {
-            Some(env.run(cwd, args))
-        }
-    };
-    let Some(o) = sbx(&repo, &plant) else {
-        eprintln!("skipping: switching to a non-root user needs root");
-        return;
-    };
+    let sbx = |cwd: &Path, args: &[&str]| env.run_as(who, cwd, args);
+    let o = sbx(&repo, &plant);
     assert_ok(&o);
-    let id = only_session(&env);
+    let id = env.only_session();
     let branch = format!("sbx/{id}");
-    assert!(git(&repo, &["show", &format!("{branch}:.sbx.yaml")]).contains("0.0.0.0/0:443"));
+    assert!(git(&repo, ["show", &format!("{branch}:.sbx.yaml")]).contains("0.0.0.0/0:443"));
 
     // The kept checkout holds the file: a run there is refused.
     let kept = env.sessions().join(&id).join("repos/app");
@@ -506,26 +475,27 @@ fn session_plants_a_project_file(as_user: bool) {
         kept.join(".sbx.yaml").exists(),
         "no kept checkout at {kept:?}"
     );
-    let o = sbx(&kept, &["run", "--", "true"]).unwrap();
+    let o = sbx(&kept, &["run", "--", "true"]);
     assert_refused(&o, &["`allow`: adds 0.0.0.0/0:443"]);
 
     // So is a run in the host repository once the branch is merged.
-    git(&repo, &["merge", "-q", "--ff-only", &branch]);
+    git(&repo, ["merge", "-q", "--ff-only", &branch]);
     assert!(repo.join(".sbx.yaml").exists());
-    let o = sbx(&repo, &["run", "--", "true"]).unwrap();
+    let o = sbx(&repo, &["run", "--", "true"]);
     assert_refused(&o, &["`allow`: adds 0.0.0.0/0:443"]);
-    assert_eq!(session_ids(&env), [id], "a refused run began a session");
+    assert_eq!(env.session_ids(), [id], "a refused run began a session");
     let label = format!("label=dev.sbx.owner={}", owner_tag(&env));
-    assert_eq!(docker_ok(&["ps", "-aq", "--filter", &label]), "");
-    assert_eq!(docker_ok(&["network", "ls", "-q", "--filter", &label]), "");
+    assert_eq!(docker_ok(["ps", "-aq", "--filter", &label]), "");
+    assert_eq!(docker_ok(["network", "ls", "-q", "--filter", &label]), "");
 }
 
 #[test]
 fn a_session_cannot_widen_the_next_run_as_root() {
-    session_plants_a_project_file(false);
+    session_plants_a_project_file(As::Root);
 }
 
 #[test]
 fn a_session_cannot_widen_the_next_run_as_a_docker_group_user() {
-    session_plants_a_project_file(true);
+    needs!(Root, "switches to a regular user");
+    session_plants_a_project_file(As::User);
 }

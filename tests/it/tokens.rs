@@ -1,70 +1,52 @@
 //! Tokens: a real round trip through the kernel keyring (keyutils) and the file store, and a
 //! session that gets a stored token in its command's environment and nowhere else.
 
-mod common;
+use std::process::{Command, Output, Stdio};
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use crate::harness::*;
 
-use common::*;
-
-/// Each test's entries live under their own keyring service, so parallel tests never collide.
-fn namespace(env: &Env) -> String {
-    env.home()
+/// A [`TestEnv`] whose keyring entries live under their own service, so parallel tests never
+/// collide.
+fn keyring_env() -> TestEnv {
+    let mut env = TestEnv::new();
+    let namespace = env
+        .home()
         .file_name()
         .unwrap()
         .to_string_lossy()
-        .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "");
+    env.set("SBX_KEYRING_NAMESPACE", namespace);
+    env
 }
 
-fn namespaced(env: &Env, cmd: &mut Command) {
-    cmd.env("SBX_KEYRING_NAMESPACE", namespace(env));
-}
-
-fn sbx(
-    env: &Env,
-    args: &[&str],
-    stdin: Option<&str>,
-    extra: &[(&str, &str)],
-) -> std::process::Output {
-    let mut c = env.sbx();
-    namespaced(env, &mut c);
-    for (k, v) in extra {
-        c.env(k, v);
-    }
-    c.current_dir(env.home())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(s) = stdin {
-        input.write_all(s.as_bytes()).unwrap();
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
+/// `sbx args...` in HOME, with `stdin` (or nothing) as its input.
+fn sbx(env: &TestEnv, args: &[&str], stdin: Option<&str>) -> Output {
+    output_with_input(
+        &mut env.command_as(As::Root, env.home(), args),
+        stdin.unwrap_or_default(),
+    )
 }
 
 fn round_trip(extra: &[(&str, &str)], store: &str) {
-    let env = Env::new();
+    let mut env = keyring_env();
+    for (k, v) in extra {
+        env.set(k, v);
+    }
     let value = format!("ghp_{}", std::process::id());
     let o = sbx(
         &env,
         &["token", "set", "github"],
         Some(&format!("{value}\n")),
-        extra,
     );
     assert_ok(&o);
     let o = sbx(
         &env,
         &["token", "set", "deploy", "--env", "DEPLOY_KEY"],
         Some("d3pl0y\n"),
-        extra,
     );
     assert_ok(&o);
 
-    let list = sbx(&env, &["token", "list"], None, extra);
+    let list = sbx(&env, &["token", "list"], None);
     assert_ok(&list);
     let text = stdout(&list);
     assert!(
@@ -75,7 +57,7 @@ fn round_trip(extra: &[(&str, &str)], store: &str) {
         text.contains("deploy") && text.contains("DEPLOY_KEY"),
         "{text}"
     );
-    let json = sbx(&env, &["token", "list", "--json"], None, extra);
+    let json = sbx(&env, &["token", "list", "--json"], None);
     assert_ok(&json);
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 2);
@@ -87,14 +69,14 @@ fn round_trip(extra: &[(&str, &str)], store: &str) {
         );
     }
 
-    let get = sbx(&env, &["token", "get", "github"], None, extra);
+    let get = sbx(&env, &["token", "get", "github"], None);
     assert_ok(&get);
     assert_eq!(stdout(&get), format!("{value}\n"));
-    assert_ok(&sbx(&env, &["token", "rm", "github"], None, extra));
-    let gone = sbx(&env, &["token", "get", "github"], None, extra);
+    assert_ok(&sbx(&env, &["token", "rm", "github"], None));
+    let gone = sbx(&env, &["token", "get", "github"], None);
     assert_eq!(gone.status.code(), Some(125));
     assert!(stderr(&gone).contains("no token `github`") && stderr(&gone).contains("hint:"));
-    assert_ok(&sbx(&env, &["token", "rm", "deploy"], None, extra));
+    assert_ok(&sbx(&env, &["token", "rm", "deploy"], None));
 }
 
 #[test]
@@ -111,7 +93,7 @@ fn file_store_round_trip() {
 
 #[test]
 fn bad_input_is_refused_with_a_hint() {
-    let env = Env::new();
+    let env = keyring_env();
     for (args, input, needle) in [
         (vec!["token", "set", "github"], "\n", "empty"),
         (vec!["token", "set", "github"], "", "empty"),
@@ -133,7 +115,7 @@ fn bad_input_is_refused_with_a_hint() {
         ),
         (vec!["token", "get", "github"], "", "no token `github`"),
     ] {
-        let o = sbx(&env, &args, Some(input), &[]);
+        let o = sbx(&env, &args, Some(input));
         assert_eq!(o.status.code(), Some(125), "{args:?}: {}", stderr(&o));
         assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
         assert!(stderr(&o).contains("hint:"), "{args:?}: {}", stderr(&o));
@@ -164,10 +146,8 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 
 #[test]
 fn a_stored_token_reaches_the_command_and_nothing_else() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    needs_docker!();
+    let env = keyring_env();
     let repo = env.repo("app");
     let value = format!(
         "ghp_sbxtest{}x{}",
@@ -178,17 +158,15 @@ fn a_stored_token_reaches_the_command_and_nothing_else() {
         &env,
         &["token", "set", "github"],
         Some(&format!("{value}\n")),
-        &[],
     ));
 
     let mut c = env.sbx();
-    namespaced(&env, &mut c);
     let script = "printenv GH_TOKEN > /dev/null && echo has-token; sleep 60";
     c.current_dir(&repo).args(["run", "--", "sh", "-c", script]);
-    let (child, id) = spawn_session(&env, c, &["pgrep", "-f", "^sleep 60$"]);
+    let (child, id) = env.spawn_session(c, &["pgrep", "-f", "^sleep 60$"]);
     let agent = format!("sbx-{id}-agent");
     // The command sees it...
-    let seen = docker_ok(&[
+    let seen = docker_ok([
         "exec",
         &agent,
         "sh",
@@ -197,28 +175,34 @@ fn a_stored_token_reaches_the_command_and_nothing_else() {
     ]);
     assert_eq!(seen, format!("GH_TOKEN={value}"));
     // ...but no argv inside shows it,
-    let ps = docker_ok(&["exec", &agent, "ps", "-eo", "args"]);
+    let ps = docker_ok(["exec", &agent, "ps", "-eo", "args"]);
     assert!(!ps.contains(&value), "{ps}");
     // no container's configuration holds it,
-    for c in session_containers(&id) {
-        let inspect = docker_ok(&["inspect", &c]);
+    let containers = session_containers(&id);
+    assert_eq!(containers.len(), 2, "{containers:?}");
+    for c in containers {
+        let inspect = docker_ok(["inspect", &c]);
         assert!(
             !inspect.contains(&value),
             "`docker inspect {c}` shows the token"
         );
-        // nor its writable layer (overlay2's upper folder on the host).
-        let upper = docker_ok(&["inspect", "-f", "{{.GraphDriver.Data.UpperDir}}", &c]);
-        let upper = std::path::Path::new(&upper);
-        if upper.is_dir() {
-            for (p, bytes) in files_under(upper) {
-                assert!(
-                    !contains(&bytes, &value),
-                    "{c}: {} holds the token",
-                    p.display()
-                );
+        // nor its writable layer, whatever the storage driver: every file `docker diff` lists
+        // as added or changed, copied out (a folder's files are listed below it).
+        let diff = docker_ok(["diff", &c]);
+        let paths: Vec<&str> = diff
+            .lines()
+            .filter(|l| !l.starts_with("D "))
+            .map(|l| &l[2..])
+            .collect();
+        for p in &paths {
+            if paths.iter().any(|q| q.starts_with(&format!("{p}/"))) {
+                continue;
             }
-        } else {
-            eprintln!("note: cannot read the writable layer of {c} (not overlay2, or not root)");
+            let copied = docker(["cp", &format!("{c}:{p}"), "-"]);
+            assert!(
+                !contains(&copied.stdout, &value),
+                "{c}: {p} in its writable layer holds the token"
+            );
         }
     }
     // and no file of the session folder does.
@@ -235,18 +219,15 @@ fn a_stored_token_reaches_the_command_and_nothing_else() {
     for (p, bytes) in files_under(&env.sessions().join(&id)) {
         assert!(!contains(&bytes, &value), "{} holds the token", p.display());
     }
-    assert_ok(&sbx(&env, &["token", "rm", "github"], None, &[]));
+    assert_ok(&sbx(&env, &["token", "rm", "github"], None));
 }
 
 #[test]
 fn host_gh_token_is_forwarded_when_none_is_stored() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    needs_docker!();
+    let env = keyring_env();
     let repo = env.repo("app");
     let mut c = env.sbx();
-    namespaced(&env, &mut c);
     let o = c
         .current_dir(&repo)
         .env("GH_TOKEN", "from-the-host")
@@ -265,23 +246,20 @@ fn host_gh_token_is_forwarded_when_none_is_stored() {
 
 #[test]
 fn git_inside_uses_gh_for_github_https_and_the_host_identity() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    needs_docker!();
+    let env = keyring_env();
     let repo = env.repo("app");
-    git(&repo, &["config", "user.name", "Ada Lovelace"]);
-    git(&repo, &["config", "user.email", "ada@example.com"]);
-    git(&repo, &["config", "commit.gpgsign", "true"]);
+    git(&repo, ["config", "user.name", "Ada Lovelace"]);
+    git(&repo, ["config", "user.email", "ada@example.com"]);
+    git(&repo, ["config", "commit.gpgsign", "true"]);
     git(
         &repo,
-        &["remote", "add", "origin", "git@github.com:example/app.git"],
+        ["remote", "add", "origin", "git@github.com:example/app.git"],
     );
     assert_ok(&sbx(
         &env,
         &["token", "set", "github"],
         Some("ghp_credtest\n"),
-        &[],
     ));
     let script = r#"
 printf 'protocol=https\nhost=github.com\n\n' | git credential fill | grep '^password='
@@ -290,7 +268,6 @@ git config user.name; git config user.email
 echo x > x && git add x && git commit -qm inside && git log -1 --format='%an <%ae> %G?'
 "#;
     let mut c = env.sbx();
-    namespaced(&env, &mut c);
     let o = c
         .current_dir(&repo)
         .args(["run", "--", "sh", "-c", script])
@@ -309,7 +286,7 @@ echo x > x && git add x && git commit -qm inside && git log -1 --format='%an <%a
         "{}",
         stderr(&o)
     );
-    assert_ok(&sbx(&env, &["token", "rm", "github"], None, &[]));
+    assert_ok(&sbx(&env, &["token", "rm", "github"], None));
 }
 
 /// `sbx login` runs the sign-in (a stand-in for `claude setup-token`, whose service cannot be
@@ -317,11 +294,9 @@ echo x > x && git add x && git commit -qm inside && git log -1 --format='%an <%a
 /// broken over rows of a narrow terminal, and keeps it: the next session gets it.
 #[test]
 fn login_keeps_the_token_the_sign_in_shows_and_the_next_session_gets_it() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
-    let ns = namespace(&env);
+    needs!(Terminal, "signs in on a terminal");
+    needs_docker!();
+    let env = keyring_env();
     // An agent image whose `claude` is the stand-in.
     let image = env.home().join("standin");
     std::fs::create_dir_all(&image).unwrap();
@@ -341,35 +316,30 @@ fn login_keeps_the_token_the_sign_in_shows_and_the_next_session_gets_it() {
         ),
     )
     .unwrap();
-    assert_ok(&env.run(env.home(), &["setup"]));
+    assert_ok(&env.run(env.home(), ["setup"]));
     // The sign-in's look-ups go to the test's own DNS server, on an internal network.
-    let mut net = TestNet::new(&["--internal"]);
-    let (dns, dns_ip, _) = dns_server(&mut net, &env, "");
+    let net = env.net(&["--internal"]);
+    let dns = net.dns_server("");
 
     let size = (50, 30);
-    let (out, code) = in_terminal(
-        &env,
+    let (out, code) = env.in_terminal(
         env.home(),
         "login",
         size,
-        &[
-            ("SBX_KEYRING_NAMESPACE", &ns),
-            ("SBX_NETWORK", &net.name),
-            ("SBX_DNS", &dns_ip),
-        ],
+        &[("SBX_NETWORK", &net.name), ("SBX_DNS", &dns.ip)],
         b"code42\r",
     );
     let screen = screen_rows(&out, size).join("\n");
     assert_eq!(code, Some(0), "{screen}");
     assert!(screen.contains("stored your Claude login"), "{screen}");
     let token = format!("sk-ant-oat01-code42-{}-AA", "x".repeat(90));
-    let get = sbx(&env, &["token", "get", "claude"], None, &[]);
+    let get = sbx(&env, &["token", "get", "claude"], None);
     assert_ok(&get);
     assert_eq!(stdout(&get).trim(), token);
 
     // The sign-in's sandbox allowed its hosts and nothing else, and refused none it asked for.
-    let id = session_ids(&env).pop().unwrap();
-    let log = sbx(&env, &["log", &id, "--json"], None, &[]);
+    let id = env.session_ids().pop().unwrap();
+    let log = sbx(&env, &["log", &id, "--json"], None);
     assert_ok(&log);
     let log: serde_json::Value = serde_json::from_slice(&log.stdout).unwrap();
     assert_eq!(
@@ -383,41 +353,34 @@ fn login_keeps_the_token_the_sign_in_shows_and_the_next_session_gets_it() {
             .any(|q| q["name"] == "platform.claude.com" && q["outcome"] != "denied"),
         "{queries:?}"
     );
-    assert!(
-        dns_log(&dns).contains("platform.claude.com"),
-        "{}",
-        dns_log(&dns)
-    );
+    assert!(dns.log().contains("platform.claude.com"), "{}", dns.log());
 
     // The next session is signed in: the token is in its command's environment.
     let repo = env.repo("app");
-    let o = sbx(
-        &env,
-        &[
-            "run",
-            "--repo",
-            repo.to_str().unwrap(),
-            "--",
-            "sh",
-            "-c",
-            "echo \"tok=$CLAUDE_CODE_OAUTH_TOKEN\"",
-        ],
-        None,
-        &[("SBX_NETWORK", &net.name), ("SBX_DNS", &dns_ip)],
-    );
+    let o = env
+        .sbx()
+        .env("SBX_NETWORK", &net.name)
+        .env("SBX_DNS", &dns.ip)
+        .current_dir(env.home())
+        .arg("run")
+        .arg("--repo")
+        .arg(&repo)
+        .args(["--", "sh", "-c", "echo \"tok=$CLAUDE_CODE_OAUTH_TOKEN\""])
+        .output()
+        .unwrap();
     assert_ok(&o);
     assert!(
         stdout(&o).contains(&format!("tok={token}")),
         "{}",
         stdout(&o)
     );
-    assert_ok(&sbx(&env, &["token", "rm", "claude"], None, &[]));
+    assert_ok(&sbx(&env, &["token", "rm", "claude"], None));
 }
 
 #[test]
 fn login_without_a_terminal_says_what_to_do() {
-    let env = Env::new();
-    let o = sbx(&env, &["login"], None, &[]);
+    let env = keyring_env();
+    let o = sbx(&env, &["login"], None);
     assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
     assert!(stderr(&o).contains("needs a terminal"), "{}", stderr(&o));
     assert!(

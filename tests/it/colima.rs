@@ -1,18 +1,16 @@
 //! Colima sessions end to end on Linux CI, where no VM can boot: a `colima` test double
 //! (`tests/support/colima`) drives the `limactl` double the way Colima drives Lima, over the same
-//! stand-in guest as `tests/vm.rs` (a container running sshd and its own Docker Engine). `sbx run
-//! --vm` with `vm.provider: colima` then does everything for real against it: its own Colima
-//! home, a fresh profile per session, SSH through russh, the images built in the first session's
-//! VM and loaded from sbx's cache in the next, the hardened session inside, and the profile
-//! deleted with its data.
-
-mod common;
+//! stand-in guest as `tests/it/vm.rs` (a container running sshd and its own Docker Engine).
+//! `sbx run --vm` with `vm.provider: colima` then does everything for real against it: its own
+//! Colima home, a fresh profile per session, SSH through russh, the images built in the first
+//! session's VM and loaded from sbx's cache in the next, the hardened session inside, and the
+//! profile deleted with its data.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use common::*;
+use crate::harness::*;
 
 /// The base image sessions build from (this machine's; the guest gets it from the double, in
 /// place of the registry a real VM would pull it from).
@@ -21,7 +19,7 @@ fn base_image() -> String {
 }
 
 /// A small agent Dockerfile (quick to build and to save); its folder.
-fn small_agent_image(env: &Env) -> PathBuf {
+fn small_agent_image(env: &TestEnv) -> PathBuf {
     let df = env.home().join("agent-image");
     std::fs::create_dir_all(&df).unwrap();
     std::fs::write(
@@ -50,53 +48,39 @@ fn files_in(dir: &Path) -> Vec<String> {
 
 #[test]
 fn a_colima_session_boots_its_own_profile_and_the_next_one_reuses_its_images() {
-    require_docker!();
-    if !Env::is_root() {
-        eprintln!(
-            "skipping: the Colima test switches to a non-root user (Colima's limactl refuses root) and needs root for that"
-        );
-        return;
-    }
+    needs!(
+        Root,
+        "the Colima test switches to a non-root user, as Colima's limactl refuses root"
+    );
+    needs_docker!();
     build_guest_images();
     let base = base_image();
-    docker_ok(&["image", "inspect", "--format", "{{.Id}}", &base]);
+    docker_ok(["image", "inspect", "--format", "{{.Id}}", &base]);
 
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    let mut env = TestEnv::new();
     let repo = env.repo("app");
     let df = small_agent_image(&env);
-    let prefix = format!("colimatest-{}", std::process::id());
-    let _c = GuestCleanup {
-        prefix: prefix.clone(),
-    };
-    let path = format!(
-        "{}:{}",
-        support().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let vars: Vec<(&str, String)> = vec![
-        ("PATH", path),
-        ("SBX_VM_PROVIDER", "colima".into()),
-        ("LIMATEST_GUEST_IMAGE", "sbxtest-guest:latest".into()),
+    let prefix = env.guest_prefix("colima");
+    env.use_doubles();
+    for (k, v) in [
+        ("SBX_VM_PROVIDER", "colima"),
+        ("LIMATEST_GUEST_IMAGE", "sbxtest-guest:latest"),
         // sbx adds no ownership layer to Colima's VMs (its image has no bindfs): the double
         // shows the host's owners, as 9p and sshfs do.
-        ("LIMATEST_MOUNT_OWNER", "host".into()),
-        ("LIMATEST_PREFIX", prefix.clone()),
-        ("COLIMATEST_SEED_IMAGES", base.clone()),
-        ("SBX_IMAGE_DOCKERFILE", df.display().to_string()),
-        ("SBX_IMAGE_TAG", "sbxtest-colima-agent:latest".into()),
-        ("SBX_TOKEN_STORE", "file".into()),
-    ];
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        ("LIMATEST_MOUNT_OWNER", "host"),
+        ("LIMATEST_PREFIX", &prefix),
+        ("COLIMATEST_SEED_IMAGES", &base),
+        ("SBX_IMAGE_DOCKERFILE", df.to_str().unwrap()),
+        ("SBX_IMAGE_TAG", "sbxtest-colima-agent:latest"),
+        ("SBX_TOKEN_STORE", "file"),
+    ] {
+        env.set(k, v);
+    }
     let token = "ghp_colimatest_4242";
-    let o = env
-        .run_as_user_with(
-            env.home(),
-            &["token", "set", "github"],
-            &vars,
-            Some(&format!("{token}\n")),
-        )
-        .unwrap();
+    let o = output_with_input(
+        &mut env.command_as(As::User, env.home(), ["token", "set", "github"]),
+        &format!("{token}\n"),
+    );
     assert_ok(&o);
 
     // Probes stay on the guest: its session network's gateway, and a name that is not allowed.
@@ -112,9 +96,7 @@ for _ in $(seq 1500); do [ -e /workspace/app/.go ] && break; sleep 0.2; done
 exit 7"#;
     let t = Instant::now();
     let mut child = env
-        .user_command(&repo, &["run", "--vm", "--", "bash", "-c", script])
-        .unwrap()
-        .envs(vars.iter().copied())
+        .command_as(As::User, &repo, ["run", "--vm", "--", "bash", "-c", script])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -125,10 +107,10 @@ exit 7"#;
         if child.try_wait().unwrap().is_some() {
             return true;
         }
-        id = session_ids(&env).into_iter().next().unwrap_or_default();
+        id = env.session_ids().into_iter().next().unwrap_or_default();
         let guest = format!("{prefix}-colima-sbx-{id}");
         !id.is_empty()
-            && docker(&[
+            && docker([
                 "exec",
                 &guest,
                 "sh",
@@ -158,14 +140,12 @@ exit 7"#;
         err.contains("building the gate image") && err.contains("saved the images"),
         "{err}"
     );
-    let id = session_ids(&env).into_iter().next().unwrap();
+    let id = env.session_ids().into_iter().next().unwrap();
     let profile = format!("sbx-{id}");
     let instance = format!("colima-{profile}");
 
     // The refusal was the firewall's, logged inside the guest's gate.
-    let log = env
-        .run_as_user_with(&repo, &["log", &id, "--json"], &vars, None)
-        .unwrap();
+    let log = env.run_as_user(&repo, ["log", &id, "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&log.stdout).unwrap();
     assert!(
         v["summary"]["refused"]
@@ -249,7 +229,7 @@ exit 7"#;
         Vec::<String>::new(),
         "a docker context is left"
     );
-    let left = docker_ok(&[
+    let left = docker_ok([
         "ps",
         "-a",
         "--filter",
@@ -293,14 +273,10 @@ exit 7"#;
 
     // A second session: a fresh profile again, whose engine gets the saved images, not a build.
     let t = Instant::now();
-    let o = env
-        .run_as_user_with(
-            &repo,
-            &["run", "--vm", "--", "sh", "-c", "echo second; exit 3"],
-            &vars,
-            None,
-        )
-        .unwrap();
+    let o = env.run_as_user(
+        &repo,
+        ["run", "--vm", "--", "sh", "-c", "echo second; exit 3"],
+    );
     let second = t.elapsed();
     let err = stderr(&o);
     eprintln!("--- second session ({second:.1?}), stderr:\n{err}");
@@ -312,7 +288,7 @@ exit 7"#;
     );
     assert!(!err.contains("building the"), "{err}");
     assert_eq!(files_in(&cache), entries, "the saved images changed");
-    let ids = session_ids(&env);
+    let ids = env.session_ids();
     assert_eq!(ids.len(), 2);
     let id2 = ids.into_iter().find(|i| *i != id).unwrap();
     assert!(
@@ -325,9 +301,10 @@ exit 7"#;
     // record (it lies in the folder the VM mounts) to name another VM: `sbx gc` deletes the
     // session's own profile, and only that.
     let mut child = env
-        .user_command(
+        .command_as(
+            As::User,
             &repo,
-            &[
+            [
                 "run",
                 "--vm",
                 "--",
@@ -336,8 +313,6 @@ exit 7"#;
                 "touch /workspace/app/running; sleep 600",
             ],
         )
-        .unwrap()
-        .envs(vars.iter().copied())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -345,7 +320,8 @@ exit 7"#;
         .unwrap();
     let mut id3 = String::new();
     let running = wait_until(std::time::Duration::from_secs(300), || {
-        id3 = session_ids(&env)
+        id3 = env
+            .session_ids()
             .into_iter()
             .find(|i| *i != id && *i != id2)
             .unwrap_or_default();
@@ -360,7 +336,7 @@ exit 7"#;
     std::fs::write(&record, r.to_string()).unwrap();
     send_signal(child.id(), 9);
     child.wait().unwrap();
-    let o = env.run_as_user_with(&repo, &["gc"], &vars, None).unwrap();
+    let o = env.run_as_user(&repo, ["gc"]);
     assert_ok(&o);
     assert!(
         stderr(&o).contains("names the VM `default`"),
@@ -376,7 +352,7 @@ exit 7"#;
     assert!(!lcalls.contains("delete -f colima\n"), "{lcalls}");
     assert!(!lima.join(&instance3).exists(), "the third profile is left");
     assert!(!lima.join("_disks").join(&instance3).exists());
-    let left = docker_ok(&[
+    let left = docker_ok([
         "ps",
         "-a",
         "--filter",
@@ -389,20 +365,18 @@ exit 7"#;
 
 #[test]
 fn an_old_or_missing_colima_is_refused_before_anything_boots() {
-    if !Env::is_root() {
-        eprintln!("skipping: runs sbx as a non-root user, which needs root");
-        return;
-    }
-    let env = Env::new();
+    needs!(
+        Root,
+        "runs sbx as a regular user, as Colima's limactl refuses root"
+    );
+    let mut env = TestEnv::new();
+    env.set("SBX_VM_PROVIDER", "colima");
     let repo = env.repo("app");
     // No colima on PATH.
     let o = env
-        .run_as_user_with(
-            &repo,
-            &["run", "--vm", "--", "true"],
-            &[("PATH", "/usr/bin:/bin"), ("SBX_VM_PROVIDER", "colima")],
-            None,
-        )
+        .command_as(As::User, &repo, ["run", "--vm", "--", "true"])
+        .env("PATH", "/usr/bin:/bin")
+        .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
     assert!(
@@ -415,16 +389,10 @@ fn an_old_or_missing_colima_is_refused_before_anything_boots() {
     let path = format!("{}:/usr/bin:/bin", support().display());
     for version in ["v0.9.1", "development"] {
         let o = env
-            .run_as_user_with(
-                &repo,
-                &["run", "--vm", "--", "true"],
-                &[
-                    ("PATH", &path),
-                    ("SBX_VM_PROVIDER", "colima"),
-                    ("COLIMATEST_VERSION", version),
-                ],
-                None,
-            )
+            .command_as(As::User, &repo, ["run", "--vm", "--", "true"])
+            .env("PATH", &path)
+            .env("COLIMATEST_VERSION", version)
+            .output()
             .unwrap();
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(125), "{err}");
@@ -446,25 +414,12 @@ fn an_old_or_missing_colima_is_refused_before_anything_boots() {
 
 #[test]
 fn colima_vm_mode_refuses_root_with_a_hint() {
-    if !Env::is_root() {
-        eprintln!("skipping: this checks what happens when sbx runs as root");
-        return;
-    }
-    let env = Env::new();
+    needs!(Root, "checks what sbx does as root");
+    let mut env = TestEnv::new();
+    env.use_doubles();
+    env.set("SBX_VM_PROVIDER", "colima");
     let repo = env.repo("app");
-    let path = format!(
-        "{}:{}",
-        support().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let o = env
-        .sbx()
-        .current_dir(&repo)
-        .env("PATH", path)
-        .env("SBX_VM_PROVIDER", "colima")
-        .args(["run", "--vm", "--", "true"])
-        .output()
-        .unwrap();
+    let o = env.run(&repo, ["run", "--vm", "--", "true"]);
     assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("cannot run as root") && stderr(&o).contains("hint:"),
@@ -474,20 +429,11 @@ fn colima_vm_mode_refuses_root_with_a_hint() {
     assert!(!env.cache().join("sbx/colima").exists());
 }
 
-/// Removes a test image when dropped.
-struct ImageGuard(String);
-
-impl Drop for ImageGuard {
-    fn drop(&mut self) {
-        let _ = docker(&["rmi", "-f", &self.0]);
-    }
-}
-
 #[test]
 fn the_image_cache_loads_only_what_it_saved_and_nothing_altered() {
     use sbx::imagecache::{CacheError, ImageCache};
-    require_docker!();
-    let env = Env::new();
+    needs_docker!();
+    let env = TestEnv::new();
     let n = std::process::id();
     let tag = format!("sbxtest-cache-{n}:latest");
     let fingerprint = format!("sbxtest-fingerprint-{n}");
@@ -501,8 +447,8 @@ fn the_image_cache_loads_only_what_it_saved_and_nothing_altered() {
         ),
     )
     .unwrap();
-    docker_ok(&["build", "-q", "-t", &tag, ctx.to_str().unwrap()]);
-    let _image = ImageGuard(tag.clone());
+    env.remove_image_repo_on_drop(&format!("sbxtest-cache-{n}"));
+    docker_ok(["build", "-q", "-t", &tag, ctx.to_str().unwrap()]);
     let spec = |fp: &str| sbx::image::ImageSpec {
         role: "gate",
         tag: tag.clone(),
@@ -512,7 +458,7 @@ fn the_image_cache_loads_only_what_it_saved_and_nothing_altered() {
         fingerprint: fp.to_owned(),
     };
     let specs = [spec(&fingerprint)];
-    let present = || docker(&["image", "inspect", &tag]).status.success();
+    let present = || docker(["image", "inspect", &tag]).status.success();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let endpoint = sbx::engine::resolve_endpoint(None, env.home());
@@ -526,11 +472,11 @@ fn the_image_cache_loads_only_what_it_saved_and_nothing_altered() {
         // An engine that has the images loads nothing.
         assert!(!cache.restore(&engine, &specs).await.unwrap());
         // One that lacks them gets exactly them.
-        docker_ok(&["rmi", &tag]);
+        docker_ok(["rmi", &tag]);
         assert!(cache.restore(&engine, &specs).await.unwrap());
         assert!(present());
         // Other fingerprints have no entry (then the caller builds).
-        docker_ok(&["rmi", &tag]);
+        docker_ok(["rmi", &tag]);
         assert!(!cache.restore(&engine, &[spec("another")]).await.unwrap());
         // A tarball altered after it was saved is never handed to the engine.
         let mut bytes = std::fs::read(&tar).unwrap();

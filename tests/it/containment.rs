@@ -2,57 +2,43 @@
 //! attack from inside a real session, as root and as a regular user in the docker group where
 //! that matters, and asserts it fails. All traffic stays on the tests' own networks.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::harness::*;
 
-/// Who runs sbx in a test: root, then a regular user in the docker group (when this process can
-/// switch users).
-const WHO: [&str; 2] = ["root", "user"];
-
-/// `sbx` as `who`; `None` when that is not possible here. Made just before use: making the
-/// user's command hands the test's HOME to that user.
-fn sbx_as(env: &Env, who: &str) -> Option<Command> {
-    match who {
-        "root" => Some(env.sbx()),
-        _ => env.sbx_as_user(),
+/// Who runs sbx in a test: root, then a regular user in the docker group; that half is skipped
+/// (see `Need::Root`) when this process cannot switch users.
+fn who() -> Vec<As> {
+    let mut who = vec![As::Root];
+    if has(Need::Root, "the regular-user half switches users") {
+        who.push(As::User);
     }
+    who
 }
 
 /// The members of one of the gate's ipsets (what the firewall lets through).
 fn allowed_set(session: &str, set: &str) -> String {
-    docker_ok(&["exec", &format!("sbx-{session}-gate"), "ipset", "list", set])
+    docker_ok(["exec", &format!("sbx-{session}-gate"), "ipset", "list", set])
 }
 
 /// Runs `body` (python, with the probes) in a session in the background, waits for it to
 /// create `/tmp/attacked`, runs `check` with the session id, then lets it finish.
 fn attack_then_check(
-    env: &Env,
-    mut cmd: Command,
+    env: &TestEnv,
+    who: As,
     net: &TestNet,
     allow: &[&str],
     body: &str,
     check: impl FnOnce(&str),
 ) -> String {
-    let repo = env.repo(&format!("app{}", session_ids(env).len()));
-    if cmd.get_program() == "setpriv" {
-        let ok = Command::new("chown")
-            .args(["-R", "1000:1000"])
-            .arg(env.home())
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
+    let repo = env.repo(&format!("app{}", env.session_ids().len()));
     let body = format!(
         "{body}\nopen('/tmp/attacked', 'w').close()\nwhile not os.path.exists('/tmp/done'): time.sleep(0.1)\n"
     );
-    let args = network_run_args(net, allow, python(&body));
-    cmd.current_dir(&repo).args(&args);
-    let (child, id) = spawn_session(env, cmd, &["test", "-e", "/tmp/attacked"]);
+    let cmd = env.command_as(who, &repo, net.run_args(allow, python(&body)));
+    let (child, id) = env.spawn_session(cmd, &["test", "-e", "/tmp/attacked"]);
     check(&id);
-    docker_ok(&["exec", &format!("sbx-{id}-agent"), "touch", "/tmp/done"]);
+    docker_ok(["exec", &format!("sbx-{id}-agent"), "touch", "/tmp/done"]);
     let o = child.wait_with_output().unwrap();
     assert_ok(&o);
     stdout(&o)
@@ -60,11 +46,9 @@ fn attack_then_check(
 
 #[test]
 fn spoofing_the_dns_filters_upstream_cannot_open_egress() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
-    let mut net = TestNet::new(&[]);
+    needs_docker!();
+    let env = TestEnv::new();
+    let net = env.net(&[]);
     net.web_host("good.test");
     let evil = net.web_host("evil.test");
     let evil_ip = net.ip(&evil, false);
@@ -80,11 +64,8 @@ print("to_evil=%s" % tcp("{evil_ip}", 80)[0])
 print("via_name=" + http("http://good.test/"))
 "#
     );
-    for who in WHO {
-        let Some(cmd) = sbx_as(&env, who) else {
-            continue;
-        };
-        let out = attack_then_check(&env, cmd, &net, &["good.test"], &body, |id| {
+    for who in who() {
+        let out = attack_then_check(&env, who, &net, &["good.test"], &body, |id| {
             let set = allowed_set(id, "sbx-web-4");
             assert!(
                 !set.contains(&evil_ip),
@@ -101,11 +82,9 @@ print("via_name=" + http("http://good.test/"))
 
 #[test]
 fn nothing_binds_beside_the_dns_filter_or_below_port_1024() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
-    let mut net = TestNet::new(&[]);
+    needs_docker!();
+    let env = TestEnv::new();
+    let net = env.net(&[]);
     net.web_host("good.test");
     let evil = net.web_host("evil.test");
     let evil_ip = net.ip(&evil, false);
@@ -129,11 +108,8 @@ print("name=" + resolve("good.test"))
 print("to_evil=%s" % tcp("{evil_ip}", 80)[0])
 "#
     );
-    for who in WHO {
-        let Some(cmd) = sbx_as(&env, who) else {
-            continue;
-        };
-        let out = attack_then_check(&env, cmd, &net, &["good.test"], &body, |id| {
+    for who in who() {
+        let out = attack_then_check(&env, who, &net, &["good.test"], &body, |id| {
             let set = allowed_set(id, "sbx-web-4");
             assert!(!set.contains(&evil_ip), "{who}:\n{set}");
         });
@@ -148,17 +124,15 @@ print("to_evil=%s" % tcp("{evil_ip}", 80)[0])
 
 #[test]
 fn the_agent_runs_as_no_host_account() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    needs_docker!();
+    let env = TestEnv::new();
     let repo = env.repo("app");
-    let o = env.run(&repo, &["run", "--", "sh", "-c", "id -u; id -g; id -un"]);
+    let o = env.run(&repo, ["run", "--", "sh", "-c", "id -u; id -g; id -un"]);
     assert_ok(&o);
     let out = stdout(&o);
     let ids: Vec<&str> = out.lines().collect();
     assert_eq!(ids[2], "agent", "{out}");
-    if Env::is_root() {
+    if has(Need::Root, "checks the ids of an agent sbx runs as root") {
         // sbx as root: ids no host account or group owns (an account with the agent's uid could
         // read its tokens in /proc/<pid>/environ, signal or trace it).
         for (db, id) in [("passwd", ids[0]), ("group", ids[1])] {
@@ -172,7 +146,8 @@ fn the_agent_runs_as_no_host_account() {
         }
     }
     // sbx as a regular user: the agent is that user, so checkouts keep their owner.
-    if let Some(o) = env.run_as_user(&repo, &["run", "--", "sh", "-c", "id -u; id -un"]) {
+    if has(Need::Root, "the regular-user half switches users") {
+        let o = env.run_as_user(&repo, ["run", "--", "sh", "-c", "id -u; id -un"]);
         assert_ok(&o);
         assert_eq!(stdout(&o), "1000\nagent\n");
     }
@@ -180,10 +155,8 @@ fn the_agent_runs_as_no_host_account() {
 
 #[test]
 fn nothing_the_agent_writes_to_its_claude_configuration_reaches_the_host() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    needs_docker!();
+    let env = TestEnv::new();
     let claude = env.home().join(".claude");
     std::fs::create_dir_all(&claude).unwrap();
     let settings = r#"{"theme": "dark"}"#;
@@ -213,26 +186,12 @@ mkdir -p locked/inner && touch locked/inner/f && chmod 000 locked
 (i=0; while [ $i -lt 1500 ]; do mkdir d && cd d || exit 1; i=$((i+1)); done; echo deep > f)
 echo written
 "#;
-    for who in WHO {
-        let Some(mut cmd) = sbx_as(&env, who) else {
-            continue;
-        };
+    for who in who() {
         let repo = env.repo(&format!("claude-{who}"));
-        if who == "user" {
-            Command::new("chown")
-                .args(["-R", "1000:1000"])
-                .arg(env.home())
-                .status()
-                .unwrap();
-        }
         // Each round starts from the user's files as they were.
         std::fs::write(claude.join("settings.json"), settings).unwrap();
         std::fs::write(claude.join(".credentials.json"), creds).unwrap();
-        let o = cmd
-            .current_dir(&repo)
-            .args(["run", "--", "sh", "-c", attack])
-            .output()
-            .unwrap();
+        let o = env.run_as(who, &repo, ["run", "--", "sh", "-c", attack]);
         assert_ok(&o);
         assert_eq!(
             stdout(&o),
@@ -261,7 +220,7 @@ echo written
             "{who}: {global}"
         );
         // The session's copy (it held credentials) is gone.
-        for id in session_ids(&env) {
+        for id in env.session_ids() {
             assert!(!env.sessions().join(id).join("claude").exists(), "{who}");
         }
     }
@@ -269,10 +228,8 @@ echo written
 
 #[test]
 fn the_agent_writes_only_its_mounts_and_bounded_scratch() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    needs_docker!();
+    let env = TestEnv::new();
     let repo = env.repo("app");
     // Every folder of the image's own filesystem (the container's writable layer) that anyone
     // may write (`/tmp`, `/var/tmp`, `/run/lock` in a stock image) or the agent owns, tried;
@@ -304,10 +261,8 @@ dd if=/dev/zero of=/tmp/fill bs=1M count=200 2>/dev/null && echo FILLED
 
 #[test]
 fn the_dns_log_is_capped_however_much_the_agent_looks_up() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    needs_docker!();
+    let env = TestEnv::new();
     let repo = env.repo("app");
     let body = r#"
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -324,10 +279,10 @@ print("flooded")
 "#;
     let o = env.run(
         &repo,
-        &["run", "--", "python3", "-c", &format!("{PROBES}\n{body}")],
+        ["run", "--", "python3", "-c", &format!("{PROBES}\n{body}")],
     );
     assert_ok(&o);
-    let id = only_session(&env);
+    let id = env.only_session();
     let logs = env.sessions().join(&id).join("log");
     let size = |f: &str| {
         std::fs::metadata(logs.join(f))
@@ -343,16 +298,14 @@ print("flooded")
         size("dns.log.1")
     );
     // The record still reads.
-    let log = env.run(&repo, &["log", &id, "--json"]);
+    let log = env.run(&repo, ["log", &id, "--json"]);
     assert_ok(&log);
 }
 
 #[test]
 fn names_the_agent_looks_up_are_never_suggested_raw_or_printed_raw() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    needs_docker!();
+    let env = TestEnv::new();
     let repo = env.repo("app");
     let body = r#"
 for name in ["0.0.0.0/0:443", "\x1b]0;pwned\x07\x1b[2J.example", "evil\u202etxt.example", "plain-name.example"]:
@@ -360,7 +313,7 @@ for name in ["0.0.0.0/0:443", "\x1b]0;pwned\x07\x1b[2J.example", "evil\u202etxt.
 "#;
     let o = env.run(
         &repo,
-        &["run", "--", "python3", "-c", &format!("{PROBES}\n{body}")],
+        ["run", "--", "python3", "-c", &format!("{PROBES}\n{body}")],
     );
     assert_ok(&o);
     let err = stderr(&o);
@@ -371,8 +324,8 @@ for name in ["0.0.0.0/0:443", "\x1b]0;pwned\x07\x1b[2J.example", "evil\u202etxt.
         !err.contains('\x1b') && !err.contains('\u{202e}'),
         "raw: {err:?}"
     );
-    let id = only_session(&env);
-    let log = env.run(&repo, &["log", &id]);
+    let id = env.only_session();
+    let log = env.run(&repo, ["log", &id]);
     assert_ok(&log);
     let text = stdout(&log);
     assert!(
@@ -384,11 +337,9 @@ for name in ["0.0.0.0/0:443", "\x1b]0;pwned\x07\x1b[2J.example", "evil\u202etxt.
 
 #[test]
 fn nothing_of_the_agents_image_runs_before_the_firewall_or_on_its_own() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
-    let mut net = TestNet::new(&[]);
+    needs_docker!();
+    let env = TestEnv::new();
+    let net = env.net(&[]);
     let evil = net.web_host("evil.test");
     let evil_ip = net.ip(&evil, false);
     // A custom image (the user's own, or one a session edited) whose `sleep`, ENTRYPOINT and
@@ -443,10 +394,9 @@ print("ran=" + ",".join(sorted(glob.glob("/tmp/ran-*"))))
 print("now=%s" % tcp("{evil_ip}", 80)[0])
 "#
     );
-    let args = network_run_args(&net, &[], python(&body));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args = net.run_args(&[], python(&body));
+    env.remove_image_repo_on_drop("sbxtest-early");
     let o = env.run(&repo, &args);
-    remove_repo("sbxtest-early");
     assert_ok(&o);
     let out = stdout(&o);
     // Nothing connected before the firewall; the image's own entrypoint and healthcheck never
@@ -458,26 +408,21 @@ print("now=%s" % tcp("{evil_ip}", 80)[0])
 
 #[test]
 fn the_agent_cannot_reach_the_kernel_keyring() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    needs_docker!();
+    let env = TestEnv::new();
     // `sbx token` keeps tokens in the per-user persistent keyring: an agent with the user's uid
     // must not be able to ask the kernel for it (or any keyring).
     let body = r#"
 print("user=" + keyctl(0, -4))
 print("persistent=" + keyctl(22, -1))
 "#;
-    for who in WHO {
-        let Some(mut cmd) = sbx_as(&env, who) else {
-            continue;
-        };
+    for who in who() {
         let repo = env.repo(&format!("keys-{who}"));
-        let o = cmd
-            .current_dir(&repo)
-            .args(["run", "--", "python3", "-c", &format!("{PROBES}\n{body}")])
-            .output()
-            .unwrap();
+        let o = env.run_as(
+            who,
+            &repo,
+            ["run", "--", "python3", "-c", &format!("{PROBES}\n{body}")],
+        );
         assert_ok(&o);
         let out = stdout(&o);
         assert_eq!(line(&out, "user"), "EPERM", "{who}: {out}");

@@ -4,11 +4,9 @@
 //! `sbx run --vm` then do everything for real against it: clone, boot, SSH through russh, the
 //! Docker socket forwarded over that connection, the hardened session inside, teardown.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::harness::*;
 
 /// A short Lima home for sbx (`SBX_LIMA_HOME`; Unix socket paths are limited), owned by the
 /// test user.
@@ -26,7 +24,7 @@ fn lima_home() -> tempfile::TempDir {
 }
 
 /// A small agent Dockerfile (loading it into a guest's engine is quick); its folder.
-fn small_agent_image(env: &Env) -> PathBuf {
+fn small_agent_image(env: &TestEnv) -> PathBuf {
     let df = env.home().join("agent-image");
     std::fs::create_dir_all(&df).unwrap();
     std::fs::write(
@@ -49,18 +47,14 @@ fn instances(home: &Path) -> Vec<String> {
 
 #[test]
 fn a_vm_session_runs_in_a_guest_over_ssh_and_leaves_nothing_but_kept_work() {
-    require_docker!();
-    if !Env::is_root() {
-        eprintln!(
-            "skipping: the VM test switches to a non-root user (limactl refuses root) and needs root for that"
-        );
-        return;
-    }
-    ensure_images();
+    needs!(
+        Root,
+        "the VM test switches to a regular user, as limactl refuses root"
+    );
+    needs_docker!();
     build_guest_images();
 
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    let mut env = TestEnv::new();
     // A folder with a space (Lima before 2.2 skipped such mounts without an error).
     let repo = env.repo("my project/app");
     let df = small_agent_image(&env);
@@ -81,69 +75,51 @@ fn a_vm_session_runs_in_a_guest_over_ssh_and_leaves_nothing_but_kept_work() {
     .unwrap();
     // A cache folder so deep that `<session>/docker.sock` cannot be a Unix socket address.
     let cache = env.home().join("c".repeat(64));
-    let sessions = cache.join("sbx/sessions");
-    let prefix = format!("limatest-{}", std::process::id());
-    let _c = GuestCleanup {
-        prefix: prefix.clone(),
-    };
-    let path = format!(
-        "{}:{}",
-        support().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let vars: Vec<(&str, String)> = vec![
-        ("PATH", path),
-        ("SBX_LIMA_HOME", lima.path().display().to_string()),
-        ("LIMA_HOME", user_lima.display().to_string()),
-        ("XDG_CACHE_HOME", cache.display().to_string()),
-        ("LIMATEST_GUEST_IMAGE", "sbxtest-guest-bare:latest".into()),
+    let prefix = env.guest_prefix("lima");
+    env.use_doubles();
+    for (k, v) in [
+        ("SBX_LIMA_HOME", lima.path()),
+        ("LIMA_HOME", &user_lima),
+        ("XDG_CACHE_HOME", &cache),
+        ("SBX_IMAGE_DOCKERFILE", &df),
+    ] {
+        env.set(k, v);
+    }
+    for (k, v) in [
+        ("LIMATEST_GUEST_IMAGE", "sbxtest-guest-bare:latest"),
         // The Lima user's uid is the host user's on a real Mac (501): not the 1000 the
         // agent runs as here.
-        ("LIMATEST_UID", "1042".into()),
+        ("LIMATEST_UID", "1042"),
         // unattended-upgrades holding apt's lock at first boot.
-        ("LIMATEST_APT_BUSY", "15".into()),
+        ("LIMATEST_APT_BUSY", "15"),
         // dockerd answering well after the boot scripts are done.
-        ("LIMATEST_DOCKER_DELAY", "8".into()),
+        ("LIMATEST_DOCKER_DELAY", "8"),
         (
             "LIMATEST_LOAD_IMAGES",
-            "sbx-gate:latest sbxtest-vm-agent:latest".into(),
+            "sbx-gate:latest sbxtest-vm-agent:latest",
         ),
-        ("LIMATEST_PREFIX", prefix.clone()),
-        ("SBX_IMAGE_DOCKERFILE", df.display().to_string()),
-        ("SBX_IMAGE_TAG", "sbxtest-vm-agent:latest".into()),
-        ("SBX_TOKEN_STORE", "file".into()),
-    ];
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        ("LIMATEST_PREFIX", &prefix),
+        ("SBX_IMAGE_TAG", "sbxtest-vm-agent:latest"),
+        ("SBX_TOKEN_STORE", "file"),
+    ] {
+        env.set(k, v);
+    }
+    let sessions = env.sessions();
     // The images a golden VM holds, built on this machine's engine (the same fingerprints as the
     // test user's: root's agent uid is 1000 too).
-    let mut setup = env.sbx();
-    let o = setup
-        .envs(vars.iter().copied())
-        .current_dir(env.home())
-        .arg("setup")
-        .output()
-        .unwrap();
-    assert_ok(&o);
+    assert_ok(&env.run(env.home(), ["setup"]));
 
     let token = "ghp_vmtest_4242";
-    let o = env
-        .run_as_user_with(
-            env.home(),
-            &["token", "set", "github"],
-            &vars,
-            Some(&format!("{token}\n")),
-        )
-        .unwrap();
+    let o = output_with_input(
+        &mut env.command_as(As::User, env.home(), ["token", "set", "github"]),
+        &format!("{token}\n"),
+    );
     assert_ok(&o);
     // The real provisioning path: the guest has no Docker until it runs, apt is busy at first,
     // and the docker group applies from the next login.
-    let o = env
-        .run_as_user_with(env.home(), &["setup", "--vm"], &vars, None)
-        .unwrap();
+    let o = env.run_as_user(env.home(), ["setup", "--vm"]);
     assert_ok(&o);
-    let o = env
-        .run_as_user_with(env.home(), &["setup", "--vm"], &vars, None)
-        .unwrap();
+    let o = env.run_as_user(env.home(), ["setup", "--vm"]);
     assert_ok(&o);
     assert!(stderr(&o).contains("up to date"), "{}", stderr(&o));
     let goldens = instances(lima.path());
@@ -168,14 +144,7 @@ echo change >> /workspace/app/README.md && git -C /workspace/app commit -qam ins
 echo wip > /workspace/app/wip.txt
 echo '{"oauthAccount":{"emailAddress":"vm@example.com"},"inside":true}' > "$CLAUDE_CONFIG_DIR/.claude.json"
 exit 7"#;
-    let o = env
-        .run_as_user_with(
-            &repo,
-            &["run", "--vm", "--", "bash", "-c", script],
-            &vars,
-            None,
-        )
-        .unwrap();
+    let o = env.run_as_user(&repo, ["run", "--vm", "--", "bash", "-c", script]);
     eprintln!("--- sbx run --vm stderr:\n{}", stderr(&o));
     assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
     assert_eq!(
@@ -195,16 +164,14 @@ exit 7"#;
         .unwrap();
     // The commit came back; the login state Claude wrote in the guest came back, and nothing
     // else of the file.
-    assert!(git(&repo, &["branch", "--list", &format!("sbx/{id}")]).contains(&id));
+    assert!(git(&repo, ["branch", "--list", &format!("sbx/{id}")]).contains(&id));
     let global = std::fs::read_to_string(env.home().join(".claude.json")).unwrap();
     assert!(
         global.contains("vm@example.com") && !global.contains("inside"),
         "{global}"
     );
     // The refusal was the firewall's, logged inside the guest's gate.
-    let log = env
-        .run_as_user_with(&repo, &["log", &id, "--json"], &vars, None)
-        .unwrap();
+    let log = env.run_as_user(&repo, ["log", &id, "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&log.stdout).unwrap();
     assert!(
         v["summary"]["refused"]
@@ -216,7 +183,7 @@ exit 7"#;
     assert!(!lima.path().join(format!("sbx-{id}")).exists());
     assert!(!cache.join(format!("sbx/vm/known_hosts/sbx-{id}")).exists());
     assert!(lima.path().join(&goldens[0]).join("protected").exists());
-    let left = docker_ok(&[
+    let left = docker_ok([
         "ps",
         "-a",
         "--filter",
@@ -241,14 +208,14 @@ exit 7"#;
         "{calls}"
     );
     assert!(!calls.contains(token));
-    assert_no_file_holds(&sessions.join(&id), token);
+    assert_no_file_holds(sessions.join(&id), token);
 
     // A mount Lima skipped without an error (`nofail`): the session stops before its command,
     // saying which folder, and leaves no VM.
-    let mut skip = vars.clone();
-    skip.push(("LIMATEST_SKIP_MOUNT", "/sbx/sessions/"));
     let o = env
-        .run_as_user_with(&repo, &["run", "--vm", "--", "echo", "ran"], &skip, None)
+        .command_as(As::User, &repo, ["run", "--vm", "--", "echo", "ran"])
+        .env("LIMATEST_SKIP_MOUNT", "/sbx/sessions/")
+        .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
     assert!(!stdout(&o).contains("ran"));
@@ -261,12 +228,8 @@ exit 7"#;
 
     // Ctrl-C while the clone is being made: Lima calls the half-made folder broken and will not
     // delete it; sbx removes it.
-    let mut slow = vars.clone();
-    slow.push(("LIMATEST_CLONE_DELAY", "30"));
-    let mut c = env
-        .user_command(&repo, &["run", "--vm", "--", "true"])
-        .unwrap();
-    c.envs(slow.iter().copied())
+    let mut c = env.command_as(As::User, &repo, ["run", "--vm", "--", "true"]);
+    c.env("LIMATEST_CLONE_DELAY", "30")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     let child = c.spawn().unwrap();
@@ -281,9 +244,7 @@ exit 7"#;
 
     // A folder whose path Lima would split (a comma) is refused before anything is made.
     let odd = env.repo("a,b");
-    let o = env
-        .run_as_user_with(&odd, &["run", "--vm", "--", "true"], &vars, None)
-        .unwrap();
+    let o = env.run_as_user(&odd, ["run", "--vm", "--", "true"]);
     assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
     assert!(stderr(&o).contains("cannot share"), "{}", stderr(&o));
     assert_eq!(instances(lima.path()), goldens);
@@ -305,24 +266,11 @@ exit 7"#;
 
 #[test]
 fn vm_mode_refuses_root_with_a_hint() {
-    if !Env::is_root() {
-        eprintln!("skipping: this checks what happens when sbx runs as root");
-        return;
-    }
-    let env = Env::new();
+    needs!(Root, "checks what sbx does as root");
+    let mut env = TestEnv::new();
+    env.use_doubles();
     let repo = env.repo("app");
-    let path = format!(
-        "{}:{}",
-        support().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let o = env
-        .sbx()
-        .current_dir(&repo)
-        .env("PATH", path)
-        .args(["run", "--vm", "--", "true"])
-        .output()
-        .unwrap();
+    let o = env.run(&repo, ["run", "--vm", "--", "true"]);
     assert_eq!(o.status.code(), Some(125));
     assert!(
         stderr(&o).contains("cannot run as root") && stderr(&o).contains("hint:"),
@@ -330,7 +278,7 @@ fn vm_mode_refuses_root_with_a_hint() {
         stderr(&o)
     );
     assert!(
-        session_ids(&env)
+        env.session_ids()
             .iter()
             .all(|id| !env.sessions().join(id).join("repos/app").exists())
     );
@@ -338,17 +286,16 @@ fn vm_mode_refuses_root_with_a_hint() {
 
 #[test]
 fn a_missing_or_old_limactl_is_a_clear_error() {
-    if !Env::is_root() {
-        eprintln!("skipping: runs sbx as a non-root user, which needs root");
-        return;
-    }
-    let env = Env::new();
+    needs!(Root, "runs sbx as a regular user, as limactl refuses root");
+    let env = TestEnv::new();
     let repo = env.repo("app");
     let lima = lima_home();
     let home = lima.path().to_str().unwrap();
     let run = |vars: &[(&str, &str)]| {
         let o = env
-            .run_as_user_with(&repo, &["run", "--vm", "--", "true"], vars, None)
+            .command_as(As::User, &repo, ["run", "--vm", "--", "true"])
+            .envs(vars.iter().copied())
+            .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
         stderr(&o)
@@ -407,49 +354,21 @@ fn a_missing_or_old_limactl_is_a_clear_error() {
 
 #[test]
 fn macos_real_lima_vm_session() {
-    // On a Mac with Lima 2.2+: `SBX_TEST_REQUIRE_VM=1 cargo test --test vm macos_` (see README).
-    let skip = |why: &str| {
-        assert!(
-            std::env::var_os("SBX_TEST_REQUIRE_VM").is_none(),
-            "SBX_TEST_REQUIRE_VM is set, but: {why}"
-        );
-        eprintln!("skipping: {why}");
-    };
-    if !cfg!(target_os = "macos") {
-        return skip("boots a real Lima VM, which needs macOS");
-    }
-    if std::process::Command::new("limactl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        return skip("limactl is not installed");
-    }
-    let env = Env::new();
+    // On a Mac with Lima 2.2+: `SBX_TEST_REQUIRE_VM=1 cargo test --test it vm::macos_` (see
+    // README).
+    needs!(MacVm, "boots a real Lima VM");
+    let mut env = TestEnv::new();
     // The test's HOME is under `TMPDIR` (long on macOS): sbx's Lima home must be short, and the
     // sockets sbx forwards find a short place themselves.
     let lima = tempfile::Builder::new()
         .prefix("sbxl")
         .tempdir_in("/tmp")
         .unwrap();
-    let lima_home = lima.path().to_str().unwrap();
+    env.set("SBX_LIMA_HOME", lima.path());
     let repo = env.repo("my project/app");
-    let o = env
-        .sbx()
-        .env("SBX_LIMA_HOME", lima_home)
-        .current_dir(env.home())
-        .args(["setup", "--vm"])
-        .output()
-        .unwrap();
-    assert_ok(&o);
+    assert_ok(&env.run(env.home(), ["setup", "--vm"]));
     let script = "uname -s; echo hi > /workspace/app/new.txt && git -C /workspace/app status --porcelain; exit 3";
-    let o = env
-        .sbx()
-        .env("SBX_LIMA_HOME", lima_home)
-        .current_dir(&repo)
-        .args(["run", "--vm", "--", "sh", "-c", script])
-        .output()
-        .unwrap();
+    let o = env.run(&repo, ["run", "--vm", "--", "sh", "-c", script]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert_eq!(stdout(&o), "Linux\n?? new.txt\n");
     let golden: Vec<_> = std::fs::read_dir(lima.path())
@@ -472,16 +391,10 @@ fn macos_real_lima_vm_session() {
 
 #[test]
 fn docker_host_over_ssh_drives_a_remote_engine() {
-    require_docker!();
-    if !Env::is_root() {
-        eprintln!(
-            "skipping: runs sbx as a non-root user against a stand-in host, which needs root"
-        );
-        return;
-    }
-    ensure_images();
+    needs!(Root, "runs sbx as a regular user against a stand-in host");
+    needs_docker!();
     build_guest_images();
-    let env = Env::new();
+    let mut env = TestEnv::new();
     let repo = env.repo("app");
     let df = small_agent_image(&env);
     let key = env.home().join("id_ed25519");
@@ -491,30 +404,18 @@ fn docker_host_over_ssh_drives_a_remote_engine() {
         .output()
         .unwrap();
     assert!(o.status.success());
-    let vars: Vec<(&str, String)> = vec![
-        ("SBX_IMAGE_DOCKERFILE", df.display().to_string()),
-        ("SBX_IMAGE_TAG", "sbxtest-vm-agent:latest".into()),
-        ("SBX_SSH_KEY", key.display().to_string()),
-        ("SBX_CLAUDE_CONFIG", "none".into()),
-    ];
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    assert_ok(
-        &env.sbx()
-            .envs(vars.iter().copied())
-            .current_dir(env.home())
-            .arg("setup")
-            .output()
-            .unwrap(),
-    );
+    env.set("SBX_IMAGE_DOCKERFILE", &df);
+    env.set("SBX_IMAGE_TAG", "sbxtest-vm-agent:latest");
+    env.set("SBX_SSH_KEY", &key);
+    env.set("SBX_CLAUDE_CONFIG", "none");
+    assert_ok(&env.run(env.home(), ["setup"]));
 
     // The remote Linux machine: sshd and Docker, with the user's files at the same paths (as a
     // shared home would give), and the images loaded.
-    let name = format!("sbxtest-remote-{}", std::process::id());
-    let _c = GuestCleanup {
-        prefix: name.clone(),
-    };
+    let name = unique("remote");
+    env.remove_container_on_drop(&name);
     let home = env.home().display().to_string();
-    docker_ok(&[
+    docker_ok([
         "run",
         "-d",
         "--name",
@@ -542,7 +443,7 @@ fn docker_host_over_ssh_drives_a_remote_engine() {
         "sbxtest-guest:latest",
     ]);
     assert!(wait_until(std::time::Duration::from_secs(120), || docker(
-        &["exec", &name, "docker", "info"]
+        ["exec", &name, "docker", "info"]
     )
     .status
     .success()));
@@ -555,7 +456,7 @@ fn docker_host_over_ssh_drives_a_remote_engine() {
         "{}",
         String::from_utf8_lossy(&load.stderr)
     );
-    let port = docker_ok(&["port", &name, "22/tcp"]);
+    let port = docker_ok(["port", &name, "22/tcp"]);
     let port = port
         .lines()
         .next()
@@ -566,26 +467,22 @@ fn docker_host_over_ssh_drives_a_remote_engine() {
         .to_owned();
 
     let url = format!("ssh://lima@127.0.0.1:{port}");
-    let o = env
-        .run_as_user_with(
-            &repo,
-            &[
-                "--docker-host",
-                &url,
-                "run",
-                "--",
-                "sh",
-                "-c",
-                "echo remote; hostname; exit 5",
-            ],
-            &vars,
-            None,
-        )
-        .unwrap();
+    let o = env.run_as_user(
+        &repo,
+        [
+            "--docker-host",
+            &url,
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo remote; hostname; exit 5",
+        ],
+    );
     assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
     assert!(stdout(&o).starts_with("remote\nsbx-"), "{}", stdout(&o));
     // The session's containers were made, and removed, on the remote engine.
-    let left = docker_ok(&[
+    let left = docker_ok([
         "exec",
         &name,
         "docker",
@@ -595,7 +492,7 @@ fn docker_host_over_ssh_drives_a_remote_engine() {
         "label=dev.sbx.role",
     ]);
     assert_eq!(left, "");
-    let made = docker_ok(&[
+    let made = docker_ok([
         "exec",
         &name,
         "docker",

@@ -3,60 +3,36 @@
 //! and FIFOs for sbx's own end-of-session work, planted git configuration for the user's next
 //! `git status` in a kept checkout, and malformed commits for the import.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum As {
-    Root,
-    User,
-}
-
-/// `sbx args...` in `cwd`, as root or as uid 1000. `None` (after a skip line) when this process
-/// cannot switch users.
-fn sbx_as(env: &Env, who: As, cwd: &Path, args: &[&str]) -> Option<Output> {
-    match who {
-        As::Root => Some(env.run(cwd, args)),
-        As::User => {
-            let o = env.run_as_user(cwd, args);
-            if o.is_none() {
-                eprintln!("skipping the regular-user half: switching users needs root");
-            }
-            o
-        }
-    }
-}
-
-/// `sbx run --repo A --repo B ... -- sh -c script`.
-fn attack(env: &Env, who: As, repos: &[&Path], script: &str) -> Option<Output> {
+/// `sbx run --repo A --repo B ... -- sh -c script`, as `who`.
+fn attack(env: &TestEnv, who: As, repos: &[&Path], script: &str) -> Output {
     let mut args = vec!["run".to_owned()];
     for r in repos {
         args.push("--repo".into());
         args.push(r.display().to_string());
     }
     args.extend(["--".into(), "sh".into(), "-c".into(), script.into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    sbx_as(env, who, env.home(), &args)
+    env.run_as(who, env.home(), &args)
 }
 
 /// Where a session kept the checkout of `repo`.
-fn kept(env: &Env, id: &str, repo: &str) -> PathBuf {
+fn kept(env: &TestEnv, id: &str, repo: &str) -> PathBuf {
     env.sessions().join(id).join("repos").join(repo)
 }
 
 /// A repository with a tracked subfolder (`sub/`), so FIFOs and nested repositories can sit in
 /// a folder libgit2's status walks into.
-fn repo_with_sub(env: &Env, name: &str) -> PathBuf {
+fn repo_with_sub(env: &TestEnv, name: &str) -> PathBuf {
     let r = env.repo(name);
     std::fs::create_dir(r.join("sub")).unwrap();
     std::fs::write(r.join("sub/s.txt"), "s\n").unwrap();
-    git(&r, &["add", "."]);
-    git(&r, &["commit", "-qm", "sub"]);
+    git(&r, ["add", "."]);
+    git(&r, ["commit", "-qm", "sub"]);
     r
 }
 
@@ -90,7 +66,7 @@ fn run_within(mut cmd: Command, limit: Duration) -> Output {
 /// the real git CLI and its normal config handling. `safe.directory=*` so that git never
 /// declines to read a config because of its owner: only what sbx did stands between these and
 /// the agent's configuration.
-fn user_runs_git(env: &Env, dir: &Path) {
+fn user_runs_git(env: &TestEnv, dir: &Path) {
     for args in [
         &["status"][..],
         &["diff"],
@@ -159,7 +135,7 @@ EOF
 
 /// The marker a planted command would create, with a control showing that the harness sees it:
 /// planted into a plain repository on the host, the same configuration does run.
-fn marker_with_control(env: &Env) -> PathBuf {
+fn marker_with_control(env: &TestEnv) -> PathBuf {
     let marker = env.home().join("pwned");
     let control = env.repo("control");
     let script = format!(
@@ -185,8 +161,7 @@ fn marker_with_control(env: &Env) -> PathBuf {
 /// `.git/objects/info/alternates` (`file`) or `.git/objects/info` (`folder`) as a symbolic link
 /// to something outside the checkout that the user sbx runs as may write.
 fn planted_links_are_not_followed(who: As, variant: &str) {
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    let env = TestEnv::new();
     let repo = env.repo("app");
     // Outside the checkout, writable by the user sbx runs as.
     let victim = env.home().join("victim.txt");
@@ -207,22 +182,20 @@ fn planted_links_are_not_followed(who: As, variant: &str) {
             victim_dir.display()
         ),
     };
-    let Some(o) = attack(&env, who, &[&repo], &script) else {
-        return;
-    };
+    let o = attack(&env, who, &[&repo], &script);
     assert_ok(&o);
     assert_eq!(
         std::fs::read_to_string(&victim).unwrap(),
         "untouched\n",
-        "{who:?}"
+        "{who}"
     );
     assert_eq!(
         std::fs::read_dir(&victim_dir).unwrap().count(),
         0,
-        "{who:?}: sbx wrote into a folder outside the checkout"
+        "{who}: sbx wrote into a folder outside the checkout"
     );
     // The work is kept, safe and usable.
-    let id = only_session(&env);
+    let id = env.only_session();
     let dir = kept(&env, &id, "app");
     assert!(!stderr(&o).contains("NOT SAFE"), "{}", stderr(&o));
     assert_eq!(
@@ -230,21 +203,20 @@ fn planted_links_are_not_followed(who: As, variant: &str) {
         "wip\n"
     );
     assert!(!dir.join(".git/objects/info").is_symlink());
-    assert!(git(&dir, &["status", "--porcelain"]).contains("wip.txt"));
+    assert!(git(&dir, ["status", "--porcelain"]).contains("wip.txt"));
 }
 
 #[test]
 fn a_planted_alternates_link_is_not_followed_as_root() {
-    require_docker!();
-    ensure_images();
+    needs_docker!();
     planted_links_are_not_followed(As::Root, "file");
     planted_links_are_not_followed(As::Root, "folder");
 }
 
 #[test]
 fn a_planted_alternates_link_is_not_followed_as_a_user() {
-    require_docker!();
-    ensure_images();
+    needs!(Root, "switches to a regular user");
+    needs_docker!();
     planted_links_are_not_followed(As::User, "folder");
     planted_links_are_not_followed(As::User, "file");
 }
@@ -252,8 +224,7 @@ fn a_planted_alternates_link_is_not_followed_as_a_user() {
 /// FIFOs named `.gitignore` at the top and in a tracked folder: libgit2's status used to block
 /// in `open()` on them, so `sbx run` never returned.
 fn fifos_do_not_hang_sbx_run(who: As) {
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    let env = TestEnv::new();
     let repo = repo_with_sub(&env, "app");
     let args = [
         "run",
@@ -262,52 +233,36 @@ fn fifos_do_not_hang_sbx_run(who: As) {
         "-c",
         "mkfifo .gitignore sub/.gitignore && exit 7",
     ];
-    let cmd = match who {
-        As::Root => {
-            let mut c = env.sbx();
-            c.current_dir(&repo).args(args);
-            c
-        }
-        As::User => match env.user_command(&repo, &args) {
-            Some(c) => c,
-            None => {
-                eprintln!("skipping: switching users needs root");
-                return;
-            }
-        },
-    };
+    let cmd = env.command_as(who, &repo, args);
     let o = run_within(cmd, Duration::from_secs(180));
-    assert_eq!(o.status.code(), Some(7), "{who:?}: {}", stderr(&o));
+    assert_eq!(o.status.code(), Some(7), "{who}: {}", stderr(&o));
     let err = stderr(&o);
     assert!(
         err.contains("FIFO") && err.contains("`sub/.gitignore`"),
-        "{who:?}: the FIFOs are not reported:\n{err}"
+        "{who}: the FIFOs are not reported:\n{err}"
     );
     // Nothing else changed: clean, so removed.
-    let id = only_session(&env);
+    let id = env.only_session();
     assert!(!kept(&env, &id, "app").exists(), "{err}");
 }
 
 #[test]
 fn a_fifo_named_gitignore_does_not_hang_sbx_run_as_root() {
-    require_docker!();
-    ensure_images();
+    needs_docker!();
     fifos_do_not_hang_sbx_run(As::Root);
 }
 
 #[test]
 fn a_fifo_named_gitignore_does_not_hang_sbx_run_as_a_user() {
-    require_docker!();
-    ensure_images();
+    needs!(Root, "switches to a regular user");
+    needs_docker!();
     fifos_do_not_hang_sbx_run(As::User);
 }
 
 #[test]
 fn a_fifo_named_gitignore_does_not_hang_sbx_gc() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    needs_docker!();
+    let env = TestEnv::new();
     let repo = repo_with_sub(&env, "app");
     let mut cmd = env.sbx();
     cmd.current_dir(&repo).args([
@@ -317,7 +272,7 @@ fn a_fifo_named_gitignore_does_not_hang_sbx_gc() {
         "-c",
         "mkfifo .gitignore sub/.gitignore && echo wip > wip.txt && touch /tmp/planted && sleep 300",
     ]);
-    let (mut child, id) = spawn_session(&env, cmd, &["test", "-e", "/tmp/planted"]);
+    let (mut child, id) = env.spawn_session(cmd, &["test", "-e", "/tmp/planted"]);
     send_signal(child.id(), 9);
     let _ = child.wait();
     let mut gc = env.sbx();
@@ -341,8 +296,7 @@ fn a_fifo_named_gitignore_does_not_hang_sbx_gc() {
 /// - `readonly`: the planted `.git`, `.git/hooks` and `.git/config` made read-only;
 /// - `broken`: a commit whose parent is missing, so the import fails.
 fn kept_checkouts_run_nothing(who: As, cases: &[&str]) {
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    let env = TestEnv::new();
     let marker = marker_with_control(&env);
     let repos: Vec<PathBuf> = cases.iter().map(|c| repo_with_sub(&env, c)).collect();
     let mut script = plant_fn(&marker);
@@ -371,13 +325,11 @@ fn kept_checkouts_run_nothing(who: As, cases: &[&str]) {
         });
     }
     let refs: Vec<&Path> = repos.iter().map(PathBuf::as_path).collect();
-    let Some(o) = attack(&env, who, &refs, &script) else {
-        return;
-    };
+    let o = attack(&env, who, &refs, &script);
     assert_ok(&o);
     let err = stderr(&o);
     assert!(!err.contains("NOT SAFE"), "{err}");
-    let id = only_session(&env);
+    let id = env.only_session();
     // First what the user would run, case by case.
     let mut ran = Vec::new();
     for case in cases {
@@ -399,7 +351,7 @@ fn kept_checkouts_run_nothing(who: As, cases: &[&str]) {
     }
     assert!(
         ran.is_empty(),
-        "{who:?}: git in these kept checkouts ran a command the agent planted: {ran:?}\n{err}"
+        "{who}: git in these kept checkouts ran a command the agent planted: {ran:?}\n{err}"
     );
     for case in cases {
         let dir = kept(&env, &id, case);
@@ -408,34 +360,33 @@ fn kept_checkouts_run_nothing(who: As, cases: &[&str]) {
         match *case {
             "broken" => {
                 assert!(err.contains("were not imported"), "{err}");
-                assert!(git(&dir, &["rev-parse", "refs/sbx/refused"]).len() > 40);
+                assert!(git(&dir, ["rev-parse", "refs/sbx/refused"]).len() > 40);
             }
             "nested" => {
                 assert!(err.contains("`sub/nested/.git` is now"), "{err}");
                 // Its commit (gitlink and `.gitmodules`) passed git's checks and came home.
                 let host = &repos[cases.iter().position(|c| *c == "nested").unwrap()];
-                git(host, &["rev-parse", &format!("sbx/{id}")]);
+                git(host, ["rev-parse", &format!("sbx/{id}")]);
             }
             "gitdir" | "link" => assert!(err.contains("replaced its `.git`"), "{err}"),
             _ => {}
         }
     }
     for r in &repos {
-        git(r, &["fsck", "--full", "--strict"]);
+        git(r, ["fsck", "--full", "--strict"]);
     }
 }
 
 #[test]
 fn kept_checkouts_are_safe_to_run_git_in_as_root() {
-    require_docker!();
-    ensure_images();
+    needs_docker!();
     kept_checkouts_run_nothing(As::Root, &["config", "gitdir", "nested", "broken"]);
 }
 
 #[test]
 fn kept_checkouts_are_safe_to_run_git_in_as_a_user() {
-    require_docker!();
-    ensure_images();
+    needs!(Root, "switches to a regular user");
+    needs_docker!();
     // `readonly` bites only there: as root, sbx's writes ignore permissions anyway.
     kept_checkouts_run_nothing(As::User, &["readonly", "link", "config", "broken"]);
 }
@@ -456,20 +407,17 @@ fn bad_commit_script(kind: &str) -> String {
 
 /// One session with a repository per kind of bad commit, each on HEAD at the end.
 fn the_import_refuses(who: As, kinds: &[&str]) {
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    let env = TestEnv::new();
     let repos: Vec<PathBuf> = kinds.iter().map(|k| env.repo(k)).collect();
     let script: Vec<String> = kinds
         .iter()
         .map(|k| format!("cd /workspace/{k} && {}", bad_commit_script(k)))
         .collect();
     let refs: Vec<&Path> = repos.iter().map(PathBuf::as_path).collect();
-    let Some(o) = attack(&env, who, &refs, &script.join(" && ")) else {
-        return;
-    };
+    let o = attack(&env, who, &refs, &script.join(" && "));
     assert_ok(&o);
     let (out, err) = (stdout(&o), stderr(&o));
-    let id = only_session(&env);
+    let id = env.only_session();
     for (kind, repo) in kinds.iter().zip(&repos) {
         let bad = line(&out, kind).to_owned();
         let why = if *kind == "unsorted" {
@@ -479,11 +427,11 @@ fn the_import_refuses(who: As, kinds: &[&str]) {
         };
         assert!(
             err.contains("were not imported") && err.contains("git refused") && err.contains(why),
-            "{who:?} {kind}: no clear refusal:\n{err}"
+            "{who} {kind}: no clear refusal:\n{err}"
         );
         // Nothing of it entered the host repository.
-        git(repo, &["fsck", "--full", "--strict"]);
-        assert_eq!(git(repo, &["branch", "--list", "sbx/*"]), "", "{kind}");
+        git(repo, ["fsck", "--full", "--strict"]);
+        assert_eq!(git(repo, ["branch", "--list", "sbx/*"]), "", "{kind}");
         let o = Command::new("git")
             .args(["-c", "safe.directory=*", "-C"])
             .arg(repo)
@@ -493,26 +441,25 @@ fn the_import_refuses(who: As, kinds: &[&str]) {
         assert!(!o.status.success(), "{kind}: the bad commit is in the host");
         // ...and it stays inspectable in the kept checkout, whose HEAD is back at the start.
         let dir = kept(&env, &id, kind);
-        assert_eq!(git(&dir, &["rev-parse", "refs/sbx/refused"]).trim(), bad);
-        assert_eq!(git(&dir, &["cat-file", "-t", &bad]).trim(), "commit");
+        assert_eq!(git(&dir, ["rev-parse", "refs/sbx/refused"]).trim(), bad);
+        assert_eq!(git(&dir, ["cat-file", "-t", &bad]).trim(), "commit");
         assert_eq!(
-            git(&dir, &["rev-parse", "HEAD"]),
-            git(repo, &["rev-parse", "HEAD"])
+            git(&dir, ["rev-parse", "HEAD"]),
+            git(repo, ["rev-parse", "HEAD"])
         );
     }
 }
 
 #[test]
 fn the_import_refuses_what_git_fsck_rejects_as_root() {
-    require_docker!();
-    ensure_images();
+    needs_docker!();
     the_import_refuses(As::Root, &["unsorted", "dotgit"]);
 }
 
 #[test]
 fn the_import_refuses_what_git_fsck_rejects_as_a_user() {
-    require_docker!();
-    ensure_images();
+    needs!(Root, "switches to a regular user");
+    needs_docker!();
     the_import_refuses(As::User, &["dotgit", "unsorted"]);
 }
 
@@ -520,30 +467,26 @@ fn the_import_refuses_what_git_fsck_rejects_as_a_user() {
 /// not safe, loudly, by `sbx run` and `sbx ls`; the commits still come home.
 #[test]
 fn a_checkout_sbx_cannot_check_is_reported_as_not_safe() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    needs_docker!();
+    let env = TestEnv::new();
     let repo = env.repo("app");
     let script = "cd /workspace/app && echo n > n && git add n && git commit -qm inside && \
                   mkdir -p $(python3 -c 'print(\"/\".join([\"d\"] * 420))')";
-    let Some(o) = attack(&env, As::Root, &[&repo], script) else {
-        return;
-    };
+    let o = attack(&env, As::Root, &[&repo], script);
     assert_ok(&o);
     let err = stderr(&o);
     assert!(
         err.contains("warning:") && err.contains("NOT SAFE") && err.contains("do not run git"),
         "{err}"
     );
-    let id = only_session(&env);
+    let id = env.only_session();
     assert_eq!(
-        git(&repo, &["log", "-1", "--format=%s", &format!("sbx/{id}")]).trim(),
+        git(&repo, ["log", "-1", "--format=%s", &format!("sbx/{id}")]).trim(),
         "inside"
     );
-    let ls = env.run(env.home(), &["ls"]);
+    let ls = env.run(env.home(), ["ls"]);
     assert!(stdout(&ls).contains("NOT SAFE"), "{}", stdout(&ls));
-    let json = env.run(env.home(), &["ls", "--json"]);
+    let json = env.run(env.home(), ["ls", "--json"]);
     assert!(
         stdout(&json).contains("\"not_safe\": \"sbx could not check"),
         "{}",

@@ -8,21 +8,13 @@
 //! Needs root (the guest build, and switching to the regular user `limactl` requires), Docker,
 //! `qemu-system-x86_64` and the guest folder `SBX_TEST_QEMU_GUEST` (default
 //! `/var/cache/sbx-vmtest/guest`, built when missing). Without them it prints `skipping: ...`;
-//! `SBX_TEST_REQUIRE_QEMU=1` (set by CI) makes that a failure.
-
-mod common;
+//! `SBX_TEST_REQUIRE_QEMU=1` (set by CI) makes that a failure. Run it alone with
+//! `cargo test --test it vm_qemu::`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::*;
-
-fn skip_or_fail(why: &str) {
-    if std::env::var("SBX_TEST_REQUIRE_QEMU").as_deref() == Ok("1") {
-        panic!("SBX_TEST_REQUIRE_QEMU=1 but {why}");
-    }
-    eprintln!("skipping: {why}");
-}
+use crate::harness::*;
 
 /// The guest image folder, built (or found current) by the support script.
 fn guest() -> Option<PathBuf> {
@@ -50,14 +42,20 @@ fn guest() -> Option<PathBuf> {
 
 /// sbx's Lima home for this test, beside the guest and keyed by it: the provisioned golden VM
 /// stays there between runs (sbx rebuilds it when its template, provisioning or images change),
-/// so a warm machine pays the boot, not the provisioning. What an interrupted run left of
-/// session VMs is removed first.
+/// so a warm machine pays the boot, not the provisioning. The homes of other guests (an older
+/// recipe's) and what an interrupted run left of session VMs are removed first.
 fn lima_home(guest: &Path) -> PathBuf {
     let key = std::fs::read_to_string(guest.join("KEY")).unwrap();
-    let home = guest
-        .parent()
-        .unwrap()
-        .join(format!("vm-lima-{}", key.trim()));
+    let name = format!("vm-lima-{}", key.trim());
+    let parent = guest.parent().unwrap();
+    for e in std::fs::read_dir(parent).unwrap().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with("vm-lima-") && n != name {
+            kill_qemus(&e.path());
+            std::fs::remove_dir_all(e.path()).unwrap();
+        }
+    }
+    let home = parent.join(name);
     kill_qemus(&home);
     std::fs::create_dir_all(&home).unwrap();
     for e in std::fs::read_dir(&home).unwrap().flatten() {
@@ -93,15 +91,6 @@ fn qemus(home: &Path) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_owned()
 }
 
-/// Stops whatever QEMU the test left running, even when it fails.
-struct QemuCleanup(PathBuf);
-
-impl Drop for QemuCleanup {
-    fn drop(&mut self) {
-        kill_qemus(&self.0);
-    }
-}
-
 fn instances(home: &Path) -> Vec<String> {
     std::fs::read_dir(home)
         .unwrap()
@@ -122,24 +111,13 @@ fn phases(stderr: &str) -> String {
 
 #[test]
 fn setup_and_run_on_a_real_vm_then_ctrl_c_while_one_boots() {
-    require_docker!();
-    if !Env::is_root() {
-        return skip_or_fail("the VM test needs root (the guest build, and limactl refuses root)");
-    }
-    if std::process::Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        return skip_or_fail("`qemu-system-x86_64` is not installed");
-    }
+    needs!(Qemu, "boots a real VM");
+    needs_docker!();
     let Some(guest) = guest() else {
-        return skip_or_fail("the guest image could not be built");
+        return skip(Need::Qemu, "the guest image could not be built");
     };
-    ensure_images();
 
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    let mut env = TestEnv::new();
     let repo = env.repo("app");
     let df = env.home().join("agent-image");
     std::fs::create_dir_all(&df).unwrap();
@@ -149,49 +127,39 @@ fn setup_and_run_on_a_real_vm_then_ctrl_c_while_one_boots() {
     )
     .unwrap();
     let lima = lima_home(&guest);
-    let _q = QemuCleanup(lima.clone());
-    let cache = env.home().join(".cache");
-    let sessions = cache.join("sbx/sessions");
-    let path = format!(
-        "{}:{}",
-        support().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let vars: Vec<(&str, String)> = vec![
-        ("PATH", path),
-        ("SBX_LIMA_HOME", lima.display().to_string()),
-        ("LIMA_HOME", env.home().join(".lima").display().to_string()),
-        ("XDG_CACHE_HOME", cache.display().to_string()),
-        ("LIMATEST_BACKEND", "qemu".into()),
-        ("LIMATEST_QEMU_GUEST", guest.display().to_string()),
+    // Whatever QEMU the test left running stops, even when it fails.
+    let home = lima.clone();
+    env.on_drop(move || kill_qemus(&home));
+    let sessions = env.sessions();
+    let user_lima = env.home().join(".lima");
+    env.use_doubles();
+    for (k, v) in [
+        ("SBX_LIMA_HOME", &lima),
+        ("LIMA_HOME", &user_lima),
+        ("LIMATEST_QEMU_GUEST", &guest),
+        ("SBX_IMAGE_DOCKERFILE", &df),
+    ] {
+        env.set(k, v);
+    }
+    for (k, v) in [
+        ("LIMATEST_BACKEND", "qemu"),
         (
             "LIMATEST_LOAD_IMAGES",
-            "sbx-gate:latest sbxtest-qvm-agent:latest".into(),
+            "sbx-gate:latest sbxtest-qvm-agent:latest",
         ),
-        ("SBX_IMAGE_DOCKERFILE", df.display().to_string()),
-        ("SBX_IMAGE_TAG", "sbxtest-qvm-agent:latest".into()),
-        ("SBX_TOKEN_STORE", "file".into()),
-    ];
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        ("SBX_IMAGE_TAG", "sbxtest-qvm-agent:latest"),
+        ("SBX_TOKEN_STORE", "file"),
+    ] {
+        env.set(k, v);
+    }
     // The images the golden VM's Docker gets, built on this machine's engine first (the same
     // fingerprints: root's agent uid is 1000 too).
-    let o = env
-        .sbx()
-        .envs(vars.iter().copied())
-        .current_dir(env.home())
-        .arg("setup")
-        .output()
-        .unwrap();
-    assert_ok(&o);
+    assert_ok(&env.run(env.home(), ["setup"]));
     let token = "ghp_qemutest_4242";
-    let o = env
-        .run_as_user_with(
-            env.home(),
-            &["token", "set", "github"],
-            &vars,
-            Some(&format!("{token}\n")),
-        )
-        .unwrap();
+    let o = output_with_input(
+        &mut env.command_as(As::User, env.home(), ["token", "set", "github"]),
+        &format!("{token}\n"),
+    );
     assert_ok(&o);
 
     // The real provisioning path (the guest has no Docker until sbx installs it), or, on a warm
@@ -199,9 +167,8 @@ fn setup_and_run_on_a_real_vm_then_ctrl_c_while_one_boots() {
     // Each progress line is timed as it arrives: the golden VM's phases (create, first boot,
     // provisioning, images, stop).
     let began = Instant::now();
-    let mut c = env.user_command(env.home(), &["setup", "--vm"]).unwrap();
-    c.envs(vars.iter().copied())
-        .stdin(std::process::Stdio::null())
+    let mut c = env.command_as(As::User, env.home(), ["setup", "--vm"]);
+    c.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let mut child = c.spawn().unwrap();
@@ -233,14 +200,10 @@ echo change >> /workspace/app/README.md && git -C /workspace/app commit -qam ins
 echo wip > /workspace/app/wip.txt
 exit 7"#;
     let began = Instant::now();
-    let o = env
-        .run_as_user_with(
-            &repo,
-            &["run", "--vm", "--timings", "--", "bash", "-c", script],
-            &vars,
-            None,
-        )
-        .unwrap();
+    let o = env.run_as_user(
+        &repo,
+        ["run", "--vm", "--timings", "--", "bash", "-c", script],
+    );
     eprintln!(
         "--- sbx run --vm ({:.0} s), its phases:\n{}",
         began.elapsed().as_secs_f64(),
@@ -262,22 +225,19 @@ exit 7"#;
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .next()
         .unwrap();
-    assert!(git(&repo, &["branch", "--list", &format!("sbx/{id}")]).contains(&id));
+    assert!(git(&repo, ["branch", "--list", &format!("sbx/{id}")]).contains(&id));
     assert!(sessions.join(&id).join("repos/app/wip.txt").exists());
     // The token went through no limactl command line and into none of the session's files.
     let calls = std::fs::read_to_string(lima.join("calls.log")).unwrap();
     assert!(!calls.contains(token), "{calls}");
-    assert_no_file_holds(&sessions.join(&id), token);
+    assert_no_file_holds(sessions.join(&id), token);
     // The session VM is gone with its overlay and its QEMU; the golden stays, stopped.
     assert_eq!(instances(lima.as_path()), goldens);
     assert_eq!(qemus(lima.as_path()), "");
 
     // Ctrl-C while the session's VM boots: nothing is left, and `sbx gc` has nothing to do.
-    let mut c = env
-        .user_command(&repo, &["run", "--vm", "--", "true"])
-        .unwrap();
-    c.envs(vars.iter().copied())
-        .stdin(std::process::Stdio::null())
+    let mut c = env.command_as(As::User, &repo, ["run", "--vm", "--", "true"]);
+    c.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let child = c.spawn().unwrap();
@@ -292,7 +252,7 @@ exit 7"#;
     assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
     assert_eq!(instances(lima.as_path()), goldens, "{}", stderr(&o));
     assert_eq!(qemus(lima.as_path()), "");
-    let o = env.run_as_user_with(&repo, &["gc"], &vars, None).unwrap();
+    let o = env.run_as_user(&repo, ["gc"]);
     assert_ok(&o);
     assert!(
         stderr(&o).contains("0 VMs") && stderr(&o).contains("finished 0 dead sessions"),

@@ -1,23 +1,19 @@
 //! Container sessions against a real Docker engine: exit codes and streams, the checkouts'
 //! fate, the agent container's hardening, and cleanup on signals and after `kill -9`.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 
 #[test]
 fn exit_code_and_output_come_back_and_stdin_works_without_a_tty() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    needs_docker!();
+    let env = TestEnv::new();
     let repo = env.repo("app");
     let o = env.run(
         &repo,
-        &["run", "--", "sh", "-c", "echo out; echo err >&2; exit 7"],
+        ["run", "--", "sh", "-c", "echo out; echo err >&2; exit 7"],
     );
     assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
     assert_eq!(stdout(&o), "out\n");
@@ -46,17 +42,15 @@ fn exit_code_and_output_come_back_and_stdin_works_without_a_tty() {
 
 #[test]
 fn agent_container_is_hardened_and_labelled() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    needs_docker!();
+    let env = TestEnv::new();
     let repo = env.repo("app");
     let mut cmd = env.sbx();
     cmd.current_dir(&repo).args(["run", "--", "sleep", "30"]);
-    let (child, id) = spawn_session(&env, cmd, &["pgrep", "-x", "sleep"]);
+    let (child, id) = env.spawn_session(cmd, &["pgrep", "-x", "sleep"]);
     let agent = format!("sbx-{id}-agent");
     assert_eq!(
-        docker_ok(&[
+        docker_ok([
             "inspect",
             "-f",
             "{{index .Config.Labels \"dev.sbx.role\"}}",
@@ -64,7 +58,7 @@ fn agent_container_is_hardened_and_labelled() {
         ]),
         "agent"
     );
-    let inspect = |f: &str| docker_ok(&["inspect", "-f", f, &agent]);
+    let inspect = |f: &str| docker_ok(["inspect", "-f", f, &agent]);
     let cap_add = inspect("{{json .HostConfig.CapAdd}}");
     assert!(cap_add == "null" || cap_add == "[]", "CapAdd: {cap_add}");
     assert_eq!(inspect("{{json .HostConfig.CapDrop}}"), r#"["ALL"]"#);
@@ -82,7 +76,7 @@ fn agent_container_is_hardened_and_labelled() {
     assert_eq!(inspect("{{.HostConfig.ReadonlyRootfs}}"), "true");
     // The agent owns its PID 1: what it writes there must not pile up in the engine's logs.
     assert_eq!(inspect("{{.HostConfig.LogConfig.Type}}"), "none");
-    docker_ok(&[
+    docker_ok([
         "exec",
         &agent,
         "sh",
@@ -93,7 +87,7 @@ fn agent_container_is_hardened_and_labelled() {
     let logged = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
     assert!(logged < 1_000_000, "{log_path}: {logged} bytes");
     // From inside: the agent's own view of its capabilities is empty.
-    let caps = docker_ok(&["exec", &agent, "sh", "-c", "grep CapEff /proc/self/status"]);
+    let caps = docker_ok(["exec", &agent, "sh", "-c", "grep CapEff /proc/self/status"]);
     assert!(caps.ends_with("0000000000000000"), "{caps}");
     send_signal(child.id(), 15);
     let o = child.wait_with_output().unwrap();
@@ -102,15 +96,13 @@ fn agent_container_is_hardened_and_labelled() {
 
 #[test]
 fn dirty_checkout_is_kept_and_clean_one_pruned_and_host_tree_untouched() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    needs_docker!();
+    let env = TestEnv::new();
     let a = env.repo("alpha");
     let b = env.repo("beta");
     let o = env.run(
         &a,
-        &[
+        [
             "run",
             "--repo",
             a.to_str().unwrap(),
@@ -124,7 +116,7 @@ fn dirty_checkout_is_kept_and_clean_one_pruned_and_host_tree_untouched() {
     );
     assert_ok(&o);
     assert_eq!(stdout(&o), "alpha\nbeta\n");
-    let id = only_session(&env);
+    let id = env.only_session();
     let kept = env.sessions().join(&id).join("repos/alpha");
     assert!(kept.join("wip.txt").exists(), "dirty checkout kept");
     assert!(
@@ -139,21 +131,19 @@ fn dirty_checkout_is_kept_and_clean_one_pruned_and_host_tree_untouched() {
     // The host's working trees saw none of it.
     assert!(a.join("README.md").exists() && !a.join("wip.txt").exists());
     assert!(b.join("README.md").exists());
-    assert_eq!(git(&a, &["status", "--porcelain"]), "");
+    assert_eq!(git(&a, ["status", "--porcelain"]), "");
     assert!(session_containers(&id).is_empty() && session_networks(&id).is_empty());
 }
 
 #[test]
 fn same_named_repos_get_distinct_folders() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    needs_docker!();
+    let env = TestEnv::new();
     let a = env.repo("x/app");
     let b = env.repo("y/app");
     let o = env.run(
         &a,
-        &[
+        [
             "run",
             "--repo",
             a.to_str().unwrap(),
@@ -168,13 +158,13 @@ fn same_named_repos_get_distinct_folders() {
     assert_eq!(stdout(&o), "app\napp-2\n");
 }
 
-fn start_sleeping_session(env: &Env, repo: &std::path::Path) -> (std::process::Child, String) {
+fn start_sleeping_session(env: &TestEnv, repo: &std::path::Path) -> (std::process::Child, String) {
     let mut cmd = env.sbx();
     cmd.current_dir(repo).args(["run", "--", "sleep", "60"]);
-    spawn_session(env, cmd, &["pgrep", "-x", "sleep"])
+    env.spawn_session(cmd, &["pgrep", "-x", "sleep"])
 }
 
-fn assert_all_gone(env: &Env, id: &str) {
+fn assert_all_gone(env: &TestEnv, id: &str) {
     assert!(
         session_containers(id).is_empty(),
         "containers left: {:?}",
@@ -193,11 +183,9 @@ fn assert_all_gone(env: &Env, id: &str) {
 
 #[test]
 fn sigterm_and_sigint_mid_session_clean_up() {
-    require_docker!();
-    ensure_images();
+    needs_docker!();
     for (sig, code) in [(15, 143), (2, 130)] {
-        let env = Env::new();
-        let _g = SessionGuard { env: &env };
+        let env = TestEnv::new();
         let repo = env.repo("app");
         let (child, id) = start_sleeping_session(&env, &repo);
         send_signal(child.id(), sig);
@@ -209,10 +197,8 @@ fn sigterm_and_sigint_mid_session_clean_up() {
 
 #[test]
 fn gc_after_kill_9_leaves_nothing_behind_but_dirty_work() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    needs_docker!();
+    let env = TestEnv::new();
     let repo = env.repo("app");
     let (mut child, id) = start_sleeping_session(&env, &repo);
     send_signal(child.id(), 9);
@@ -221,14 +207,14 @@ fn gc_after_kill_9_leaves_nothing_behind_but_dirty_work() {
         !session_containers(&id).is_empty(),
         "kill -9 cannot clean up"
     );
-    let ls = env.run(&repo, &["ls", "--json"]);
+    let ls = env.run(&repo, ["ls", "--json"]);
     assert_ok(&ls);
     assert!(stdout(&ls).contains("\"dead\""), "{}", stdout(&ls));
-    let o = env.run(&repo, &["gc"]);
+    let o = env.run(&repo, ["gc"]);
     assert_ok(&o);
     assert_all_gone(&env, &id);
     // A second gc has nothing to do.
-    let o = env.run(&repo, &["gc"]);
+    let o = env.run(&repo, ["gc"]);
     assert_ok(&o);
     assert!(
         stderr(&o).contains("removed 0 containers"),
@@ -239,14 +225,12 @@ fn gc_after_kill_9_leaves_nothing_behind_but_dirty_work() {
 
 #[test]
 fn gc_never_deletes_a_dirty_checkout() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    needs_docker!();
+    let env = TestEnv::new();
     let repo = env.repo("app");
     let (mut child, id) = start_sleeping_session(&env, &repo);
     let checkout = env.sessions().join(&id).join("repos/app");
-    docker_ok(&[
+    docker_ok([
         "exec",
         &format!("sbx-{id}-agent"),
         "sh",
@@ -255,7 +239,7 @@ fn gc_never_deletes_a_dirty_checkout() {
     ]);
     send_signal(child.id(), 9);
     let _ = child.wait();
-    let o = env.run(&repo, &["gc"]);
+    let o = env.run(&repo, ["gc"]);
     assert_ok(&o);
     assert!(checkout.join("wip.txt").exists());
     assert!(stderr(&o).contains("uncommitted"), "{}", stderr(&o));
@@ -264,14 +248,12 @@ fn gc_never_deletes_a_dirty_checkout() {
 
 #[test]
 fn keep_keeps_every_checkout() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    needs_docker!();
+    let env = TestEnv::new();
     let repo = env.repo("app");
-    let o = env.run(&repo, &["run", "--keep", "--", "true"]);
+    let o = env.run(&repo, ["run", "--keep", "--", "true"]);
     assert_ok(&o);
-    let id = only_session(&env);
+    let id = env.only_session();
     assert!(
         env.sessions()
             .join(&id)
@@ -282,14 +264,12 @@ fn keep_keeps_every_checkout() {
 
 #[test]
 fn a_tty_is_used_when_stdin_is_a_terminal() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    needs!(Terminal, "runs sbx on a terminal");
+    needs_docker!();
+    let env = TestEnv::new();
     let repo = env.repo("app");
     // `script` gives sbx a pseudo-terminal for stdin and stdout.
-    let (out, code) = in_terminal(
-        &env,
+    let (out, code) = env.in_terminal(
         &repo,
         "run -- sh -c 'tty; echo term=$TERM; exit 4'",
         (100, 30),
@@ -307,14 +287,12 @@ fn a_tty_is_used_when_stdin_is_a_terminal() {
 /// a command that ends mid-line, on a terminal with progress bars on.
 #[test]
 fn the_terminal_hand_over_leaves_no_partial_line() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    needs!(Terminal, "runs sbx on a terminal");
+    needs_docker!();
+    let env = TestEnv::new();
     let repo = env.repo("app");
     let size = (120, 40);
-    let (out, code) = in_terminal(
-        &env,
+    let (out, code) = env.in_terminal(
         &repo,
         r#"run -- bash -c 'printf "\rFIRST\n"; getent hosts denied.example; printf partial'"#,
         size,
@@ -346,31 +324,28 @@ fn the_terminal_hand_over_leaves_no_partial_line() {
 
 #[test]
 fn sessions_cannot_reach_each_other() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    needs_docker!();
+    let env = TestEnv::new();
     let repo = env.repo("app");
     let mut cmd = env.sbx();
     cmd.current_dir(&repo)
         .args(["run", "--", "python3", "-m", "http.server", "8080"]);
-    let (mut a, id) = spawn_session(&env, cmd, &["pgrep", "-f", "http.server"]);
-    let ip = docker_ok(&[
+    let (mut a, id) = env.spawn_session(cmd, &["pgrep", "-f", "http.server"]);
+    let ip = docker_ok([
         "inspect",
         "-f",
         "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
         &format!("sbx-{id}-gate"),
     ]);
     // Even with A's address allowlisted, B cannot connect.
-    let env_b = Env::new();
-    let _gb = SessionGuard { env: &env_b };
+    let env_b = TestEnv::new();
     let repo_b = env_b.repo("other");
     let probe = format!(
         "import socket\ns=socket.socket();s.settimeout(3)\ntry:\n s.connect(('{ip}',8080));print('open')\nexcept OSError as e:\n print('closed',e)"
     );
     let o = env_b.run(
         &repo_b,
-        &[
+        [
             "run",
             "--allow",
             &format!("{ip}:8080"),
@@ -391,12 +366,10 @@ fn sessions_cannot_reach_each_other() {
 /// ending it leaves the session running, and ending the session ends it.
 #[test]
 fn exec_runs_under_the_agents_restrictions_and_dies_with_the_session() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    needs_docker!();
+    let env = TestEnv::new();
     let repo = env.repo("app");
-    let o = env.run(&repo, &["exec"]);
+    let o = env.run(&repo, ["exec"]);
     assert_eq!(o.status.code(), Some(125));
     assert!(
         stderr(&o).contains("no session is running"),
@@ -414,7 +387,7 @@ fn exec_runs_under_the_agents_restrictions_and_dies_with_the_session() {
             "-c",
             "id -u > /tmp/agent-uid; exec sleep 300",
         ]);
-    let (mut session, id) = spawn_session(&env, cmd, &["test", "-s", "/tmp/agent-uid"]);
+    let (mut session, id) = env.spawn_session(cmd, &["test", "-s", "/tmp/agent-uid"]);
 
     let exec = |args: &[&str]| {
         env.sbx()
@@ -457,7 +430,7 @@ exit 7
     let o = exec(&[&id[..4], "--", "true"]);
     assert_ok(&o);
     assert!(session.try_wait().unwrap().is_none(), "the session ended");
-    let o = env.run(&repo, &["ls"]);
+    let o = env.run(&repo, ["ls"]);
     assert!(
         stderr(&o).contains(&format!("sbx exec {id}")),
         "{}",
@@ -475,7 +448,7 @@ exit 7
         .spawn()
         .unwrap();
     assert!(wait_until(Duration::from_secs(20), || {
-        docker(&[
+        docker([
             "exec",
             &format!("sbx-{id}-agent"),
             "pgrep",
@@ -506,14 +479,12 @@ exit 7
 /// at the chosen speed or exported as JSON; `record: false` turns it off.
 #[test]
 fn the_terminal_is_recorded_and_replays() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
+    needs!(Terminal, "runs sbx on a terminal");
+    needs_docker!();
+    let env = TestEnv::new();
     let repo = env.repo("app");
     let size = (100, 30);
-    let (_, code) = in_terminal(
-        &env,
+    let (_, code) = env.in_terminal(
         &repo,
         "run -- sh -c 'echo first; sleep 1; echo second >&2; printf \"\\033[1mbold\\033[0m\\n\"'",
         size,
@@ -521,7 +492,7 @@ fn the_terminal_is_recorded_and_replays() {
         b"",
     );
     assert_eq!(code, Some(0));
-    let id = only_session(&env);
+    let id = env.only_session();
     let cast = env.sessions().join(&id).join("terminal.cast");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -529,7 +500,7 @@ fn the_terminal_is_recorded_and_replays() {
         0o600
     );
 
-    let o = env.run(&repo, &["log", &id, "--replay", "--json"]);
+    let o = env.run(&repo, ["log", &id, "--replay", "--json"]);
     assert_ok(&o);
     let text = stdout(&o);
     let mut lines = text.lines();
@@ -564,7 +535,7 @@ fn the_terminal_is_recorded_and_replays() {
 
     // Replayed in order, faster.
     let began = std::time::Instant::now();
-    let o = env.run(&repo, &["log", &id[..4], "--replay", "--speed", "4"]);
+    let o = env.run(&repo, ["log", &id[..4], "--replay", "--speed", "4"]);
     assert_ok(&o);
     let played = stdout(&o);
     let (a, b) = (
@@ -585,9 +556,9 @@ fn the_terminal_is_recorded_and_replays() {
         .output()
         .unwrap();
     assert_ok(&o);
-    let quiet = session_ids(&env).into_iter().find(|s| *s != id).unwrap();
+    let quiet = env.session_ids().into_iter().find(|s| *s != id).unwrap();
     assert!(!env.sessions().join(&quiet).join("terminal.cast").exists());
-    let o = env.run(&repo, &["log", &quiet, "--replay"]);
+    let o = env.run(&repo, ["log", &quiet, "--replay"]);
     assert_eq!(o.status.code(), Some(125));
     assert!(stderr(&o).contains("no terminal record"), "{}", stderr(&o));
 }
@@ -596,20 +567,11 @@ fn the_terminal_is_recorded_and_replays() {
 /// another project, are listed and removed by `sbx cache`, and are off with `caches: false`.
 #[test]
 fn package_caches_survive_per_project_and_are_not_shared() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
-    struct Volumes<'a>(&'a Env);
-    impl Drop for Volumes<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.run(self.0.home(), &["cache", "rm", "--all"]);
-        }
-    }
-    let _v = Volumes(&env);
+    needs_docker!();
+    let env = TestEnv::new();
     let (a, b) = (env.repo("a"), env.repo("b"));
     let run = |repo: &std::path::Path, script: &str| {
-        let o = env.run(repo, &["run", "--", "sh", "-c", script]);
+        let o = env.run(repo, ["run", "--", "sh", "-c", script]);
         assert_ok(&o);
         stdout(&o)
     };
@@ -623,7 +585,7 @@ fn package_caches_survive_per_project_and_are_not_shared() {
     assert_eq!(run(&a, seen), "a\na\nnone\na\nnone\na\n");
     assert_eq!(run(&b, seen), "none\nnone\nnone\nnone\nnone\nnone\n");
 
-    let o = env.run(&a, &["cache", "ls", "--json"]);
+    let o = env.run(&a, ["cache", "ls", "--json"]);
     assert_ok(&o);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let projects: Vec<&str> = v
@@ -638,12 +600,12 @@ fn package_caches_survive_per_project_and_are_not_shared() {
         "{v}"
     );
 
-    assert_ok(&env.run(&a, &["cache", "rm"]));
+    assert_ok(&env.run(&a, ["cache", "rm"]));
     assert_eq!(
         run(&a, "cat ~/.npm/marker 2>/dev/null || echo none"),
         "none\n"
     );
-    let o = env.run(&b, &["cache", "ls", "--json"]);
+    let o = env.run(&b, ["cache", "ls", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 2, "{v}");
 

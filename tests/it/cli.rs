@@ -1,11 +1,9 @@
 //! The command line's contract for bad input: clear errors with hints and sbx's own exit code,
 //! settings with their sources. Most of these need no engine; the image ones use the real one.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::harness::*;
 
 const SBX_FAILURE: i32 = 125;
 
@@ -22,49 +20,46 @@ fn assert_error(o: &std::process::Output, needles: &[&str]) {
 
 #[test]
 fn not_a_git_repo() {
-    let env = Env::new();
+    let env = TestEnv::new();
     let dir = env.home().join("plain");
     std::fs::create_dir_all(&dir).unwrap();
-    let o = env.run(&dir, &["run", "--", "true"]);
+    let o = env.run(&dir, ["run", "--", "true"]);
     assert_error(&o, &["not inside a git repository", "--repo"]);
 }
 
 #[test]
 fn repo_without_commits() {
-    let env = Env::new();
+    let env = TestEnv::new();
     let dir = env.home().join("empty");
     std::fs::create_dir_all(&dir).unwrap();
-    git(&dir, &["init", "-q"]);
-    let o = env.run(&dir, &["run", "--", "true"]);
+    git(&dir, ["init", "-q"]);
+    let o = env.run(&dir, ["run", "--", "true"]);
     assert_error(&o, &["no commits", "git commit"]);
 }
 
 #[test]
 fn bad_allowlist_entry() {
-    let env = Env::new();
+    let env = TestEnv::new();
     let repo = env.repo("app");
     let o = env.run(
         &repo,
-        &["run", "--allow", "https://example.com/x", "--", "true"],
+        ["run", "--allow", "https://example.com/x", "--", "true"],
     );
     assert_error(&o, &["`https://example.com/x`", "URL"]);
-    let o = env.run(
-        &repo,
-        &["run", "--allow", "example.com:99999", "--", "true"],
-    );
+    let o = env.run(&repo, ["run", "--allow", "example.com:99999", "--", "true"]);
     assert_error(&o, &["port"]);
 }
 
 #[test]
 fn unknown_config_key_names_key_and_file() {
-    let env = Env::new();
+    let env = TestEnv::new();
     let repo = env.repo("app");
     std::fs::write(
         repo.join(".sbx.yaml"),
         "allow: [a.example.com]\nresourses: {cpus: 2}\n",
     )
     .unwrap();
-    let o = env.run(&repo, &["run", "--", "true"]);
+    let o = env.run(&repo, ["run", "--", "true"]);
     assert_error(&o, &["resourses", ".sbx.yaml"]);
     std::fs::create_dir_all(env.config_dir()).unwrap();
     std::fs::write(repo.join(".sbx.yaml"), "").unwrap();
@@ -73,17 +68,17 @@ fn unknown_config_key_names_key_and_file() {
         "git:\n  mode: sideways\n",
     )
     .unwrap();
-    let o = env.run(&repo, &["run", "--", "true"]);
+    let o = env.run(&repo, ["run", "--", "true"]);
     assert_error(&o, &["sideways", "config.yaml"]);
 }
 
 #[test]
 fn no_engine_reachable() {
-    let env = Env::new();
+    let env = TestEnv::new();
     let repo = env.repo("app");
     let o = env.run(
         &repo,
-        &[
+        [
             "--docker-host",
             "unix:///nonexistent/docker.sock",
             "run",
@@ -100,14 +95,14 @@ fn no_engine_reachable() {
         ],
     );
     // Nothing is left behind by a failed start.
-    let ids = session_ids(&env);
+    let ids = env.session_ids();
     assert_eq!(ids.len(), 1);
     assert!(!env.sessions().join(&ids[0]).join("repos/app").exists());
 }
 
 #[test]
 fn config_show_lists_values_and_sources() {
-    let env = Env::new();
+    let env = TestEnv::new();
     let repo = env.repo("app");
     std::fs::write(repo.join(".sbx.yaml"), "allow: [a.example.com]\n").unwrap();
     std::fs::create_dir_all(env.config_dir()).unwrap();
@@ -212,16 +207,16 @@ fn config_show_lists_values_and_sources() {
 
 #[test]
 fn ls_json_is_data_on_stdout() {
-    let env = Env::new();
-    let o = env.run(env.home(), &["ls", "--json"]);
+    let env = TestEnv::new();
+    let o = env.run(env.home(), ["ls", "--json"]);
     assert_ok(&o);
     assert_eq!(stdout(&o).trim(), "[]");
 }
 
 #[test]
 fn image_build_failure_shows_the_failing_step() {
-    require_docker!();
-    let env = Env::new();
+    needs_docker!();
+    let env = TestEnv::new();
     let dir = env.home().join("img");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -245,10 +240,9 @@ fn image_build_failure_shows_the_failing_step() {
 
 #[test]
 fn setup_is_a_no_op_when_up_to_date() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let o = env.run(env.home(), &["setup"]);
+    needs_docker!();
+    let env = TestEnv::new();
+    let o = env.run(env.home(), ["setup"]);
     assert_ok(&o);
     assert!(stderr(&o).contains("up to date"), "{}", stderr(&o));
 }
@@ -258,22 +252,14 @@ fn setup_is_a_no_op_when_up_to_date() {
 /// `sbx setup` has nothing to do (and no later build goes back to an older release).
 #[test]
 fn setup_update_rebuilds_claude_code_and_doctor_shows_its_version() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
+    needs_docker!();
     // Its own tag: other tests keep using the usual image meanwhile.
     let tag = "sbxtest-update:latest";
-    let sbx = |args: &[&str]| {
-        env.sbx()
-            .env("SBX_IMAGE_TAG", tag)
-            .current_dir(env.home())
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap()
-    };
+    let mut env = TestEnv::new();
+    env.set("SBX_IMAGE_TAG", tag);
+    env.remove_image_repo_on_drop("sbxtest-update");
+    let sbx = |args: &[&str]| env.run(env.home(), args);
     let o = sbx(&["setup", "--update"]);
-    let _cleanup = ImageCleanup(tag);
     assert_ok(&o);
     let err = stderr(&o);
     let version = err
@@ -287,7 +273,7 @@ fn setup_update_rebuilds_claude_code_and_doctor_shows_its_version() {
         "{version}"
     );
     let stamp = std::fs::read_to_string(env.cache().join("sbx/claude-code-refresh")).unwrap();
-    let history = docker_ok(&["history", "--no-trunc", "--format", "{{.CreatedBy}}", tag]);
+    let history = docker_ok(["history", "--no-trunc", "--format", "{{.CreatedBy}}", tag]);
     assert!(
         history.contains(&format!("CLAUDE_CODE_REFRESH={}", stamp.trim())),
         "{history}"
@@ -316,17 +302,9 @@ fn setup_update_rebuilds_claude_code_and_doctor_shows_its_version() {
     // Another HOME, without the stamp, under the same `image.tag`: its image is the usual one,
     // found by fingerprint and tagged, not built; after that the two settings alternate without
     // rebuilding each other's images, each session using its own fingerprint tag.
-    let other = Env::new();
-    let other_setup = || {
-        other
-            .sbx()
-            .env("SBX_IMAGE_TAG", tag)
-            .current_dir(other.home())
-            .arg("setup")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap()
-    };
+    let mut other = TestEnv::new();
+    other.set("SBX_IMAGE_TAG", tag);
+    let other_setup = || other.run(other.home(), ["setup"]);
     let o = other_setup();
     assert_ok(&o);
     assert!(!stderr(&o).contains("building"), "{}", stderr(&o));
@@ -340,7 +318,7 @@ fn setup_update_rebuilds_claude_code_and_doctor_shows_its_version() {
             );
         }
     }
-    let tags = docker_ok(&["images", "sbxtest-update", "--format", "{{.Tag}}"]);
+    let tags = docker_ok(["images", "sbxtest-update", "--format", "{{.Tag}}"]);
     let mut tags: Vec<&str> = tags.lines().collect();
     tags.sort();
     assert_eq!(tags.len(), 3, "{tags:?}");
@@ -348,30 +326,22 @@ fn setup_update_rebuilds_claude_code_and_doctor_shows_its_version() {
     assert!(tags[..2].iter().all(|t| t.starts_with("fp-")), "{tags:?}");
 }
 
-struct ImageCleanup(&'static str);
-
-impl Drop for ImageCleanup {
-    fn drop(&mut self) {
-        remove_repo(self.0.split(':').next().unwrap_or(self.0));
-    }
-}
-
 /// Completions are generated for the shells and load in bash (completing a subcommand); the
 /// man page is roff that names every command, one page per command with `--dir`.
 #[test]
 fn completions_load_in_bash_and_the_man_page_names_every_command() {
-    let env = Env::new();
+    let env = TestEnv::new();
     for shell in ["bash", "zsh", "fish"] {
-        let o = env.run(env.home(), &["completions", shell]);
+        let o = env.run(env.home(), ["completions", shell]);
         assert_ok(&o);
         assert!(stdout(&o).contains("login"), "{shell}: {}", stdout(&o));
     }
-    let o = env.run(env.home(), &["completions", "tcsh"]);
+    let o = env.run(env.home(), ["completions", "tcsh"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let script = env.home().join("sbx.bash");
     std::fs::write(
         &script,
-        stdout(&env.run(env.home(), &["completions", "bash"])),
+        stdout(&env.run(env.home(), ["completions", "bash"])),
     )
     .unwrap();
     let o = Command::new("bash")
@@ -388,7 +358,7 @@ COMP_WORDS=(sbx setup --up); COMP_CWORD=2; _sbx sbx --up setup; echo "flags: ${{
     assert!(stdout(&o).contains("reply: log login"), "{}", stdout(&o));
     assert!(stdout(&o).contains("flags: --update"), "{}", stdout(&o));
 
-    let o = env.run(env.home(), &["man"]);
+    let o = env.run(env.home(), ["man"]);
     assert_ok(&o);
     let page = stdout(&o);
     assert!(page.contains(".TH sbx 1"), "{page}");
@@ -399,7 +369,7 @@ COMP_WORDS=(sbx setup --up); COMP_CWORD=2; _sbx sbx --up setup; echo "flags: ${{
         );
     }
     let dir = env.home().join("man1");
-    assert_ok(&env.run(env.home(), &["man", "--dir", dir.to_str().unwrap()]));
+    assert_ok(&env.run(env.home(), ["man", "--dir", dir.to_str().unwrap()]));
     for page in ["sbx.1", "sbx-run.1", "sbx-login.1", "sbx-token-set.1"] {
         assert!(dir.join(page).is_file(), "{page}");
     }
@@ -422,10 +392,10 @@ fn old_image(dir: &std::path::Path, name: &str, sbx_label: bool) {
         format!("FROM scratch\nCOPY f /f\n{label}"),
     )
     .unwrap();
-    docker_ok(&["build", "-q", "-t", name, ctx.to_str().unwrap()]);
+    docker_ok(["build", "-q", "-t", name, ctx.to_str().unwrap()]);
     let saved = ctx.join("saved.tar");
-    docker_ok(&["save", "-o", saved.to_str().unwrap(), name]);
-    docker_ok(&["rmi", name]);
+    docker_ok(["save", "-o", saved.to_str().unwrap(), name]);
+    docker_ok(["rmi", name]);
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let mut ar = tar::Archive::new(std::fs::File::open(&saved).unwrap());
     for e in ar.entries().unwrap() {
@@ -460,13 +430,13 @@ fn old_image(dir: &std::path::Path, name: &str, sbx_label: bool) {
     }
     let tarball = ctx.join("old.tar");
     std::fs::write(&tarball, b.into_inner().unwrap()).unwrap();
-    docker_ok(&["load", "-q", "-i", tarball.to_str().unwrap()]);
-    let created = docker_ok(&["image", "inspect", "-f", "{{.Created}}", name]);
+    docker_ok(["load", "-q", "-i", tarball.to_str().unwrap()]);
+    let created = docker_ok(["image", "inspect", "-f", "{{.Created}}", name]);
     assert!(created.starts_with("2020-01-01"), "{created}");
 }
 
 fn image_exists(name: &str) -> bool {
-    docker(&["image", "inspect", name]).status.success()
+    docker(["image", "inspect", name]).status.success()
 }
 
 /// `sbx gc` removes the images sbx built that nothing needs (not used for two weeks, not the
@@ -474,9 +444,8 @@ fn image_exists(name: &str) -> bool {
 /// the current images and images sbx did not build stay.
 #[test]
 fn gc_removes_only_the_images_nothing_needs() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
+    needs_docker!();
+    let env = TestEnv::new();
     let dir = tempfile::tempdir().unwrap();
     let names = [
         "sbxtest-gc-old:fp-1",
@@ -484,14 +453,8 @@ fn gc_removes_only_the_images_nothing_needs() {
         "sbxtest-gc-foreign:old",
         "sbxtest-gc-new:fp-1",
     ];
-    struct Cleanup<'a>(&'a [&'a str], String);
-    impl Drop for Cleanup<'_> {
-        fn drop(&mut self) {
-            let _ = docker(&["rm", "-f", &self.1]);
-            for n in self.0 {
-                let _ = docker(&["rmi", n]);
-            }
-        }
+    for n in names {
+        env.remove_image_repo_on_drop(n.split(':').next().unwrap());
     }
     old_image(dir.path(), names[0], true);
     old_image(dir.path(), names[1], true);
@@ -504,11 +467,11 @@ fn gc_removes_only_the_images_nothing_needs() {
         "FROM scratch\nCOPY f /f\nLABEL dev.sbx.image=sandbox\n",
     )
     .unwrap();
-    docker_ok(&["build", "-q", "-t", names[3], fresh.to_str().unwrap()]);
-    let container = docker_ok(&["create", "--label", TEST_LABEL, names[1], "/f"]);
-    let _cleanup = Cleanup(&names, container);
+    docker_ok(["build", "-q", "-t", names[3], fresh.to_str().unwrap()]);
+    let container = docker_ok(["create", "--label", TEST_LABEL, names[1], "/f"]);
+    env.remove_container_on_drop(&container);
 
-    let o = env.run(env.home(), &["gc"]);
+    let o = env.run(env.home(), ["gc"]);
     assert_ok(&o);
     assert!(!image_exists(names[0]), "{}", stderr(&o));
     assert!(stderr(&o).contains("image name"), "{}", stderr(&o));
@@ -516,7 +479,7 @@ fn gc_removes_only_the_images_nothing_needs() {
         assert!(image_exists(n), "{n} was removed:\n{}", stderr(&o));
     }
     // The current settings' images stayed: nothing to build.
-    let o = env.run(env.home(), &["setup"]);
+    let o = env.run(env.home(), ["setup"]);
     assert_ok(&o);
     assert!(
         stderr(&o).contains("images are up to date"),

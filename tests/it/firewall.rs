@@ -2,14 +2,11 @@
 //! reach the tests' own hosts, and only allowlisted ones answer. All traffic stays on networks
 //! the tests create.
 
-mod common;
+use crate::harness::*;
 
-use common::*;
-
-fn run_in_sandbox(env: &Env, net: &TestNet, allow: &[&str], body: &str) -> String {
+fn run_in_sandbox(env: &TestEnv, net: &TestNet, allow: &[&str], body: &str) -> String {
     let repo = env.repo("app");
-    let args = network_run_args(net, allow, python(body));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args = net.run_args(allow, python(body));
     let o = env.run(&repo, &args);
     assert_ok(&o);
     stdout(&o)
@@ -25,11 +22,9 @@ fn run_outside(net: &TestNet, body: &str) -> String {
 
 #[test]
 fn allowlisted_host_answers_and_others_are_refused_at_once() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
-    let mut net = TestNet::new(&[]);
+    needs_docker!();
+    let env = TestEnv::new();
+    let net = env.net(&[]);
     net.web_host("allowed.test");
     let blocked = net.web_host("blocked.test");
     let blocked_ip = net.ip(&blocked, false);
@@ -55,7 +50,7 @@ print("ssh=%s" % r)
     assert_eq!(line(&out, "blocked_name"), "nxdomain");
     assert_eq!(line(&out, "ssh"), "ECONNREFUSED");
     // The blocked host is really up: a container outside the sandbox reaches it.
-    let o = docker(&[
+    let o = docker([
         "run",
         "--rm",
         "--network",
@@ -72,11 +67,9 @@ print("ssh=%s" % r)
 
 #[test]
 fn ipv6_egress_is_blocked() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
-    let mut net = TestNet::new(&["--ipv6", "--subnet", "fd00:5b0:5b0::/64"]);
+    needs_docker!();
+    let env = TestEnv::new();
+    let net = env.net(&["--ipv6", "--subnet", "fd00:5b0:5b0::/64"]);
     let host = net.web_host("dual.test");
     let v4 = net.ip(&host, false);
     let v6 = net.ip(&host, true);
@@ -85,7 +78,7 @@ fn ipv6_egress_is_blocked() {
         "the test host has no IPv6 address: {v6:?}"
     );
     // The IPv6 path works outside the sandbox.
-    let o = docker(&[
+    let o = docker([
         "run",
         "--rm",
         "--network",
@@ -115,11 +108,9 @@ print("v6=%s" % tcp("{v6}", 80, v6=True)[0])
 
 #[test]
 fn dns_to_any_other_server_is_blocked() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
-    let mut net = TestNet::new(&[]);
+    needs_docker!();
+    let env = TestEnv::new();
+    let net = env.net(&[]);
     let dns = net.host(
         &["ns.test"],
         "sbx-gate:latest",
@@ -158,7 +149,7 @@ print("resolve=" + resolve("secret.test"))
     assert_ne!(line(&out, "tcp"), "answered", "{out}");
     assert_ne!(line(&out, "engine"), "answered", "{out}");
     assert_eq!(line(&out, "resolve"), "nxdomain");
-    let logs = stderr(&docker(&["logs", &dns]));
+    let logs = stderr(&docker(["logs", &dns]));
     assert!(
         logs.contains("probe.test"),
         "the server logs queries:\n{logs}"
@@ -171,11 +162,9 @@ print("resolve=" + resolve("secret.test"))
 
 #[test]
 fn the_agent_cannot_change_the_firewall() {
-    require_docker!();
-    ensure_images();
-    let env = Env::new();
-    let _g = SessionGuard { env: &env };
-    let mut net = TestNet::new(&[]);
+    needs_docker!();
+    let env = TestEnv::new();
+    let net = env.net(&[]);
     let host = net.web_host("blocked.test");
     let ip = net.ip(&host, false);
     let repo = env.repo("app");
@@ -186,7 +175,7 @@ fn the_agent_cannot_change_the_firewall() {
     );
     let o = env.run(
         &repo,
-        &["run", "--network", &net.name, "--", "sh", "-c", &script],
+        ["run", "--network", &net.name, "--", "sh", "-c", &script],
     );
     assert_ok(&o);
     let out = stdout(&o);
