@@ -67,7 +67,7 @@ impl HostConfig {
     pub fn from_env(home: &Path) -> HostConfig {
         HostConfig::locate(
             home,
-            std::env::var_os("CLAUDE_CONFIG_DIR").map(PathBuf::from),
+            crate::env::var_os(crate::env::CLAUDE_CONFIG_DIR).map(PathBuf::from),
         )
     }
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::allowlist::{self, Entry};
+use crate::env;
 
 pub const PROJECT_FILE: &str = ".sbx.yaml";
 pub const DEFAULT_IMAGE_TAG: &str = "sbx-sandbox:latest";
@@ -481,8 +482,9 @@ impl Layer {
         }
     }
 
-    /// The `SBX_*` environment layer. Lists are comma-separated. Unknown `SBX_` variables are
-    /// left alone: some belong to tests and tools (`SBX_NO_PROGRESS`, `SBX_LOG`).
+    /// The `SBX_*` environment layer (the names of [`crate::env::SETTINGS`]). Lists are
+    /// comma-separated. Other variables are left alone: some are sbx's but no setting
+    /// (`SBX_NO_PROGRESS`, `SBX_LOG`).
     pub fn from_env(
         vars: impl IntoIterator<Item = (String, String)>,
         cwd: &Path,
@@ -504,23 +506,23 @@ impl Layer {
             };
             let paths = || -> Vec<PathBuf> { list().into_iter().map(|p| cwd.join(p)).collect() };
             let key = match var.as_str() {
-                "SBX_ALLOW" => {
+                env::SBX_ALLOW => {
                     l.allow = Some(list());
                     "allow"
                 }
-                "SBX_DEFAULT_ALLOWLIST" => {
+                env::SBX_DEFAULT_ALLOWLIST => {
                     l.default_allowlist = Some(parse_bool(&value).map_err(bad)?);
                     "default_allowlist"
                 }
-                "SBX_NETWORK" => {
+                env::SBX_NETWORK => {
                     l.network = Some(value.clone());
                     "network"
                 }
-                "SBX_DOCKER_HOST" => {
+                env::SBX_DOCKER_HOST => {
                     l.docker_host = Some(value.clone());
                     "docker_host"
                 }
-                "SBX_DNS" => {
+                env::SBX_DNS => {
                     let ips = list()
                         .iter()
                         .map(|s| {
@@ -531,70 +533,70 @@ impl Layer {
                     l.dns = Some(ips);
                     "dns"
                 }
-                "SBX_CPUS" => {
+                env::SBX_CPUS => {
                     let n = value
                         .parse()
                         .map_err(|_| bad("expected a number of CPUs such as `2`".into()))?;
                     l.resources.get_or_insert_default().cpus = Some(n);
                     "resources.cpus"
                 }
-                "SBX_MEMORY" => {
+                env::SBX_MEMORY => {
                     l.resources.get_or_insert_default().memory =
                         Some(MemoryValue::Text(value.clone()));
                     "resources.memory"
                 }
-                "SBX_PIDS" => {
+                env::SBX_PIDS => {
                     let n = value
                         .parse()
                         .map_err(|_| bad("expected a whole number".into()))?;
                     l.resources.get_or_insert_default().pids = Some(n);
                     "resources.pids"
                 }
-                "SBX_IMAGE_TAG" => {
+                env::SBX_IMAGE_TAG => {
                     l.image.get_or_insert_default().tag = Some(value.clone());
                     "image.tag"
                 }
-                "SBX_IMAGE_BASE" => {
+                env::SBX_IMAGE_BASE => {
                     l.image.get_or_insert_default().base = Some(value.clone());
                     "image.base"
                 }
-                "SBX_IMAGE_DOCKERFILE" => {
+                env::SBX_IMAGE_DOCKERFILE => {
                     l.image.get_or_insert_default().dockerfile = Some(cwd.join(&value));
                     "image.dockerfile"
                 }
-                "SBX_EXTRA_CA_CERTS" => {
+                env::SBX_EXTRA_CA_CERTS => {
                     l.image.get_or_insert_default().extra_ca_certs = Some(paths());
                     "image.extra_ca_certs"
                 }
-                "SBX_CLAUDE_CONFIG" => {
+                env::SBX_CLAUDE_CONFIG => {
                     l.claude = Some(ClaudeLayer {
                         config: Some(parse_enum(&value).map_err(bad)?),
                     });
                     "claude.config"
                 }
-                "SBX_TOKEN_STORE" => {
+                env::SBX_TOKEN_STORE => {
                     l.token_store = Some(parse_enum(&value).map_err(bad)?);
                     "token_store"
                 }
-                "SBX_GIT_MODE" => {
+                env::SBX_GIT_MODE => {
                     l.git = Some(GitLayer {
                         mode: Some(parse_enum(&value).map_err(bad)?),
                     });
                     "git.mode"
                 }
-                "SBX_VM_PROVIDER" => {
+                env::SBX_VM_PROVIDER => {
                     l.vm.get_or_insert_default().provider = Some(parse_enum(&value).map_err(bad)?);
                     "vm.provider"
                 }
-                "SBX_RECORD" => {
+                env::SBX_RECORD => {
                     l.record = Some(parse_bool(&value).map_err(bad)?);
                     "record"
                 }
-                "SBX_SPARE" => {
+                env::SBX_SPARE => {
                     l.spare = Some(parse_bool(&value).map_err(bad)?);
                     "spare"
                 }
-                "SBX_CACHES" => {
+                env::SBX_CACHES => {
                     l.caches = Some(parse_bool(&value).map_err(bad)?);
                     "caches"
                 }
@@ -1042,6 +1044,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("SBX_CPUS"), "{e}");
+    }
+
+    /// Each variable `env` names a setting is one: set, it is used or refused, never ignored.
+    #[test]
+    fn every_settings_variable_is_read() {
+        for name in crate::env::SETTINGS {
+            match Layer::from_env([(name.to_string(), "x".into())], Path::new("/")) {
+                Ok((_, used)) => assert!(used.values().any(|v| v == name), "{name} is ignored"),
+                Err(e) => assert!(e.to_string().contains(name), "{e}"),
+            }
+        }
     }
 
     #[test]

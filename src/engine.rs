@@ -160,19 +160,47 @@ pub trait BuildProgress: Send + Sync {
     fn line(&self, text: &str);
 }
 
+/// What finding the engine reads from the environment, as a value (so that it can be tested
+/// whatever the environment of the test).
+#[derive(Debug, Clone)]
+pub struct EndpointEnv {
+    /// `$DOCKER_HOST`
+    pub docker_host: Option<String>,
+    /// `$DOCKER_CONTEXT`
+    pub docker_context: Option<String>,
+    /// `$DOCKER_CONFIG`
+    pub docker_config: Option<PathBuf>,
+    /// Where the user's Colima is (holds the home).
+    pub colima: crate::paths::ColimaEnv,
+}
+
+impl EndpointEnv {
+    /// This process's environment, for the user whose home is `home`.
+    pub fn from_env(home: &Path) -> Self {
+        use crate::env;
+        EndpointEnv {
+            docker_host: env::var(env::DOCKER_HOST),
+            docker_context: env::var(env::DOCKER_CONTEXT),
+            docker_config: env::var_os(env::DOCKER_CONFIG).map(PathBuf::from),
+            colima: crate::paths::ColimaEnv::from_env(home),
+        }
+    }
+}
+
 /// Where the engine is, in the order a user expects: the setting or flag, `DOCKER_HOST`, the
 /// current docker context (Colima registers one), Colima's default socket, the system socket.
-pub fn resolve_endpoint(setting: Option<&str>, home: &Path) -> String {
+pub fn resolve_endpoint(setting: Option<&str>, env: &EndpointEnv) -> String {
     if let Some(h) = setting.filter(|h| !h.is_empty()) {
         return h.to_owned();
     }
-    if let Some(h) = std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()) {
+    if let Some(h) = env.docker_host.clone().filter(|h| !h.is_empty()) {
         return h;
     }
-    let docker_config = std::env::var_os("DOCKER_CONFIG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home.join(".docker"));
-    let context = std::env::var("DOCKER_CONTEXT").ok().or_else(|| {
+    let docker_config = env
+        .docker_config
+        .clone()
+        .unwrap_or_else(|| env.colima.home.join(".docker"));
+    let context = env.docker_context.clone().or_else(|| {
         let text = std::fs::read_to_string(docker_config.join("config.json")).ok()?;
         let v: serde_json::Value = serde_json::from_str(&text).ok()?;
         v.get("currentContext")?.as_str().map(str::to_owned)
@@ -192,8 +220,7 @@ pub fn resolve_endpoint(setting: Option<&str>, home: &Path) -> String {
             return host;
         }
     }
-    let colima_home =
-        crate::paths::colima_home(&crate::paths::ColimaEnv::from_env(home), |p| p.exists());
+    let colima_home = crate::paths::colima_home(&env.colima, |p| p.exists());
     let colima = colima_home.join("default/docker.sock");
     if colima.exists() {
         return format!("unix://{}", colima.display());
@@ -1130,22 +1157,39 @@ mod tests {
         assert_eq!(strip_ansi("\x1b[91mred\x1b[0m plain"), "red plain");
     }
 
+    /// An environment with nothing set, for a home that holds nothing.
+    fn bare(home: &Path) -> EndpointEnv {
+        EndpointEnv {
+            docker_host: None,
+            docker_context: None,
+            docker_config: None,
+            colima: crate::paths::ColimaEnv {
+                colima_home: None,
+                xdg_config_home: None,
+                home: home.to_owned(),
+                macos: false,
+            },
+        }
+    }
+
     #[test]
     fn endpoint_prefers_the_setting_then_docker_host() {
         let home = tempfile::tempdir().unwrap();
+        let env = EndpointEnv {
+            docker_host: Some("tcp://d:2376".into()),
+            ..bare(home.path())
+        };
+        assert_eq!(resolve_endpoint(Some("tcp://h:2375"), &env), "tcp://h:2375");
+        assert_eq!(resolve_endpoint(Some(""), &env), "tcp://d:2376");
+        assert_eq!(resolve_endpoint(None, &env), "tcp://d:2376");
         assert_eq!(
-            resolve_endpoint(Some("tcp://h:2375"), home.path()),
-            "tcp://h:2375"
+            resolve_endpoint(None, &bare(home.path())),
+            "unix:///var/run/docker.sock"
         );
     }
 
     #[test]
     fn endpoint_reads_the_current_docker_context() {
-        // DOCKER_HOST would win; this test only runs its check when it is unset.
-        if std::env::var_os("DOCKER_HOST").is_some() || std::env::var_os("DOCKER_CONTEXT").is_some()
-        {
-            return;
-        }
         let home = tempfile::tempdir().unwrap();
         let cfg = home.path().join(".docker");
         let id = hex::encode(Sha256::digest(b"colima"));
@@ -1156,8 +1200,46 @@ mod tests {
             r#"{"Name":"colima","Endpoints":{"docker":{"Host":"unix:///x/colima.sock"}}}"#,
         )
         .unwrap();
-        if std::env::var_os("DOCKER_CONFIG").is_none() {
-            assert_eq!(resolve_endpoint(None, home.path()), "unix:///x/colima.sock");
-        }
+        let env = bare(home.path());
+        assert_eq!(resolve_endpoint(None, &env), "unix:///x/colima.sock");
+        // `DOCKER_CONTEXT` names the context; `default` is the engine's own socket.
+        let named = |c: &str| EndpointEnv {
+            docker_context: Some(c.into()),
+            ..bare(home.path())
+        };
+        assert_eq!(
+            resolve_endpoint(None, &named("colima")),
+            "unix:///x/colima.sock"
+        );
+        assert_eq!(
+            resolve_endpoint(None, &named("default")),
+            "unix:///var/run/docker.sock"
+        );
+        // `DOCKER_CONFIG` moves the contexts; `DOCKER_HOST` wins over them.
+        let moved = EndpointEnv {
+            docker_config: Some(home.path().join("elsewhere")),
+            ..bare(home.path())
+        };
+        assert_eq!(
+            resolve_endpoint(None, &moved),
+            "unix:///var/run/docker.sock"
+        );
+        let host = EndpointEnv {
+            docker_host: Some("tcp://d:2376".into()),
+            ..bare(home.path())
+        };
+        assert_eq!(resolve_endpoint(None, &host), "tcp://d:2376");
+    }
+
+    #[test]
+    fn endpoint_finds_the_users_colima() {
+        let home = tempfile::tempdir().unwrap();
+        let sock = home.path().join(".colima/default/docker.sock");
+        std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
+        std::fs::write(&sock, "").unwrap();
+        assert_eq!(
+            resolve_endpoint(None, &bare(home.path())),
+            format!("unix://{}", sock.display())
+        );
     }
 }

@@ -167,9 +167,9 @@ pub fn socket_place(dir: &Path) -> anyhow::Result<(PathBuf, Option<tempfile::Tem
     if fits(&here) {
         return Ok((here, None));
     }
-    let bases = ["XDG_RUNTIME_DIR", "TMPDIR"]
-        .iter()
-        .filter_map(std::env::var_os)
+    let bases = [crate::env::XDG_RUNTIME_DIR, crate::env::TMPDIR]
+        .into_iter()
+        .filter_map(crate::env::var_os)
         .map(PathBuf::from)
         .chain([PathBuf::from("/tmp")])
         .filter(|b| b.is_absolute() && b.is_dir());
@@ -337,7 +337,7 @@ pub fn remote_target(url: &str, home: &Path, cache: &Path) -> anyhow::Result<Tar
     let (user, hostport) = match rest.split_once('@') {
         Some((u, h)) => (u.to_owned(), h),
         None => (
-            std::env::var("USER").unwrap_or_else(|_| "root".into()),
+            crate::env::var(crate::env::USER).unwrap_or_else(|| "root".into()),
             rest,
         ),
     };
@@ -346,7 +346,7 @@ pub fn remote_target(url: &str, home: &Path, cache: &Path) -> anyhow::Result<Tar
         Some((h, p)) if p.parse::<u16>().is_ok() => (h.to_owned(), p.parse()?),
         _ => (hostport.to_owned(), 22),
     };
-    let key = std::env::var_os("SBX_SSH_KEY")
+    let key = crate::env::var_os(crate::env::SBX_SSH_KEY)
         .map(PathBuf::from)
         .or_else(|| {
             ["id_ed25519", "id_ecdsa", "id_rsa"]

@@ -412,8 +412,8 @@ impl Tokens {
 /// `sbx`, or `sbx-<suffix>` when `SBX_KEYRING_NAMESPACE` is set (the tests use it so that
 /// parallel tests never share entries).
 fn service_name() -> String {
-    match std::env::var("SBX_KEYRING_NAMESPACE") {
-        Ok(ns) if !ns.is_empty() => format!("sbx-{ns}"),
+    match crate::env::var(crate::env::SBX_KEYRING_NAMESPACE) {
+        Some(ns) if !ns.is_empty() => format!("sbx-{ns}"),
         _ => "sbx".into(),
     }
 }
@@ -468,8 +468,8 @@ fn platform_store() -> Result<(Arc<CredentialStore>, String), KeychainError> {
 #[cfg(target_os = "linux")]
 fn platform_store() -> Result<(Arc<CredentialStore>, String), KeychainError> {
     // The Secret Service when a D-Bus session offers one (it persists across reboots).
-    let dbus = std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some()
-        && std::env::var_os("SBX_NO_SECRET_SERVICE").is_none();
+    let dbus = crate::env::var_os(crate::env::DBUS_SESSION_BUS_ADDRESS).is_some()
+        && crate::env::var_os(crate::env::SBX_NO_SECRET_SERVICE).is_none();
     if let Some(store) = dbus
         .then(zbus_secret_service_keyring_store::Store::new)
         .and_then(Result::ok)

@@ -13,6 +13,7 @@ pub mod config;
 pub mod container;
 pub mod context;
 pub mod engine;
+pub mod env;
 pub mod error;
 pub mod exit;
 pub mod firewall;

@@ -8,8 +8,9 @@ fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SBX_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+            sbx::env::var(sbx::env::SBX_LOG)
+                .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+                .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("off")),
         )
         .init();
     let status = match tokio::runtime::Builder::new_multi_thread()

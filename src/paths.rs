@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::env;
+
 /// The directories sbx uses, resolved once from the environment.
 #[derive(Debug, Clone)]
 pub struct Dirs {
@@ -18,20 +20,19 @@ impl Dirs {
     /// Reads `XDG_CONFIG_HOME`, `XDG_CACHE_HOME`, `XDG_DATA_HOME` and `HOME`. Relative XDG values are ignored, as the
     /// XDG spec requires.
     pub fn from_env() -> Result<Self, DirsError> {
-        let home = std::env::var_os("HOME")
-            .filter(|h| !h.is_empty())
+        let home = env::non_empty(env::HOME)
             .map(PathBuf::from)
             .ok_or(DirsError::NoHome)?;
         let xdg = |var: &str, fallback: &str| {
-            std::env::var_os(var)
+            env::var_os(var)
                 .map(PathBuf::from)
                 .filter(|p| p.is_absolute())
                 .unwrap_or_else(|| home.join(fallback))
         };
         Ok(Self {
-            config: xdg("XDG_CONFIG_HOME", ".config").join("sbx"),
-            cache: xdg("XDG_CACHE_HOME", ".cache").join("sbx"),
-            data: xdg("XDG_DATA_HOME", ".local/share").join("sbx"),
+            config: xdg(env::XDG_CONFIG_HOME, ".config").join("sbx"),
+            cache: xdg(env::XDG_CACHE_HOME, ".cache").join("sbx"),
+            data: xdg(env::XDG_DATA_HOME, ".local/share").join("sbx"),
             home,
         })
     }
@@ -79,14 +80,10 @@ pub struct ColimaEnv {
 impl ColimaEnv {
     /// This process's environment, for the user whose home is `home`.
     pub fn from_env(home: &Path) -> Self {
-        let var = |v: &str| {
-            std::env::var_os(v)
-                .filter(|x| !x.is_empty())
-                .map(PathBuf::from)
-        };
+        let var = |v: &str| env::non_empty(v).map(PathBuf::from);
         ColimaEnv {
-            colima_home: var("COLIMA_HOME"),
-            xdg_config_home: var("XDG_CONFIG_HOME"),
+            colima_home: var(env::COLIMA_HOME),
+            xdg_config_home: var(env::XDG_CONFIG_HOME),
             home: home.to_owned(),
             macos: cfg!(target_os = "macos"),
         }

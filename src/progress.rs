@@ -21,8 +21,8 @@ pub struct Ui {
 impl Ui {
     pub fn new(quiet: bool) -> Ui {
         let tty = crate::terminal::stderr_is_tty();
-        let bars = tty && !quiet && std::env::var_os("SBX_NO_PROGRESS").is_none();
-        let color = tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        let bars = tty && !quiet && crate::env::var_os(crate::env::SBX_NO_PROGRESS).is_none();
+        let color = tty && crate::env::non_empty(crate::env::NO_COLOR).is_none();
         let multi = MultiProgress::with_draw_target(if bars {
             ProgressDrawTarget::stderr()
         } else {

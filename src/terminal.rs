@@ -38,8 +38,7 @@ pub fn fresh_line_sequence(cols: u16) -> String {
 
 /// The value for `TERM` inside: the user's, or a safe default.
 pub fn term() -> String {
-    std::env::var("TERM")
-        .ok()
+    crate::env::var(crate::env::TERM)
         .filter(|t| !t.is_empty() && t != "dumb")
         .unwrap_or_else(|| "xterm-256color".into())
 }

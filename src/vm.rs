@@ -344,8 +344,7 @@ impl Lima {
             lima.pins = dirs.cache.join("vm").join("known_hosts");
             return Ok(lima);
         }
-        let home = std::env::var_os("SBX_LIMA_HOME")
-            .filter(|h| !h.is_empty())
+        let home = crate::env::non_empty(crate::env::SBX_LIMA_HOME)
             .map(PathBuf::from)
             .unwrap_or_else(|| dirs.cache.join("lima"));
         let home = own_home(&home)?;

@@ -230,7 +230,8 @@ fn wait_for_spare(dirs: &crate::paths::Dirs) {
 /// Removes the spare gate the bench's last session left (once its helper is done).
 async fn forget_spares(dirs: &crate::paths::Dirs) {
     wait_for_spare(dirs);
-    let endpoint = crate::engine::resolve_endpoint(None, &dirs.home);
+    let endpoint =
+        crate::engine::resolve_endpoint(None, &crate::engine::EndpointEnv::from_env(&dirs.home));
     if let Ok(engine) = crate::engine::Engine::connect(&endpoint).await {
         let _ = crate::spare::remove(dirs, &engine, true).await;
     }
@@ -273,9 +274,9 @@ fn bench_cache() -> PathBuf {
 
 fn sbx_cmd(repos: &[&Path], extra: &[String], cmd: &[&str]) -> anyhow::Result<Command> {
     let mut c = Command::new(std::env::current_exe()?);
-    c.env("SBX_TIMINGS", "json")
-        .env("SBX_NO_PROGRESS", "1")
-        .env("XDG_CACHE_HOME", bench_cache());
+    c.env(crate::env::SBX_TIMINGS, "json")
+        .env(crate::env::SBX_NO_PROGRESS, "1")
+        .env(crate::env::XDG_CACHE_HOME, bench_cache());
     c.args(["run", "--timings"]);
     for r in repos {
         c.arg("--repo").arg(r);
@@ -322,8 +323,7 @@ async fn run_vm(ctx: &Context, args: BenchArgs) -> anyhow::Result<ExitStatus> {
     let tmp = tempfile::Builder::new().prefix("sbx-bench-").tempdir()?;
     let repo = make_repo(&tmp.path().join("alpha"), 10)?;
     // The golden VM is in the user's own sbx Lima home, not under the bench's cache.
-    let lima_home = std::env::var_os("SBX_LIMA_HOME")
-        .filter(|h| !h.is_empty())
+    let lima_home = crate::env::non_empty(crate::env::SBX_LIMA_HOME)
         .map(PathBuf::from)
         .unwrap_or_else(|| ctx.dirs.cache.join("lima"));
     let cmd = || -> anyhow::Result<Command> {
@@ -497,9 +497,11 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<ExitStatus> {
 
     ctx.ui
         .info("engine baseline: one container, then 16 at once");
-    let engine =
-        crate::engine::Engine::connect(&crate::engine::resolve_endpoint(None, &ctx.dirs.home))
-            .await?;
+    let engine = crate::engine::Engine::connect(&crate::engine::resolve_endpoint(
+        None,
+        &crate::engine::EndpointEnv::from_env(&ctx.dirs.home),
+    ))
+    .await?;
     let gate = crate::image::gate_image(&settings)?.tag;
     let one = baseline(&engine, &gate, 1).await?;
     let sixteen = baseline(&engine, &gate, 16).await?;
@@ -597,7 +599,8 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<ExitStatus> {
 /// Containers of the bench's sessions, unfinished sessions and checkouts left behind (all
 /// should be zero).
 async fn leftovers(dirs: &crate::paths::Dirs) -> usize {
-    let endpoint = crate::engine::resolve_endpoint(None, &dirs.home);
+    let endpoint =
+        crate::engine::resolve_endpoint(None, &crate::engine::EndpointEnv::from_env(&dirs.home));
     // A gate started ahead for the next session is no leftover; neither are the containers a
     // finished session's helper has not removed yet (given a few seconds).
     let spares: Vec<String> = std::fs::read_dir(crate::spare::root(dirs))

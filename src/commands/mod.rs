@@ -66,7 +66,7 @@ pub fn load(ctx: &Context, project_root: Option<&Path>, flags: Layer) -> anyhow:
     // The file is weighed by what it changes in the settings that take effect: the user's
     // environment and flags apply after it, and may have narrowed what it would widen again
     // (`SBX_DEFAULT_ALLOWLIST=false` with a file listing the default hosts).
-    let (env, cwd) = (std::env::vars().collect::<Vec<_>>(), cwd()?);
+    let (env, cwd) = (crate::env::settings(), cwd()?);
     let below = user
         .clone()
         .with_env_and_flags(env.clone(), &cwd, flags.clone())?;
@@ -145,6 +145,6 @@ pub fn project_root() -> Option<PathBuf> {
 pub fn endpoint(ctx: &Context, settings: &Settings, flag: Option<String>) -> String {
     crate::engine::resolve_endpoint(
         flag.as_deref().or(settings.docker_host.as_deref()),
-        &ctx.dirs.home,
+        &crate::engine::EndpointEnv::from_env(&ctx.dirs.home),
     )
 }

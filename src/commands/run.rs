@@ -84,7 +84,7 @@ pub async fn run(
     };
     let out = session::run(ctx, req).await?;
     if args.timings {
-        if std::env::var("SBX_TIMINGS").as_deref() == Ok("json") {
+        if crate::env::var(crate::env::SBX_TIMINGS).as_deref() == Some("json") {
             eprintln!("sbx-timings: {}", out.timings.to_json());
         } else {
             eprint!("{}", out.timings.render());
@@ -128,7 +128,7 @@ pub fn session_tokens(
             }
         }
     }
-    let host_gh_token = std::env::var("GH_TOKEN").ok().filter(|v| !v.is_empty());
+    let host_gh_token = crate::env::var(crate::env::GH_TOKEN).filter(|v| !v.is_empty());
     if let Some(v) = host_gh_token
         .filter(|_| !index.contains_key("github") && settings.tokens.forward.includes("github"))
     {

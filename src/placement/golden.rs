@@ -128,8 +128,7 @@ pub async fn prepare(ctx: &Context, settings: &Settings) -> anyhow::Result<()> {
 
 /// Older sbx kept its golden VM in the user's own Lima home; it is no longer used.
 fn legacy_notice(ctx: &Context) {
-    let home = std::env::var_os("LIMA_HOME")
-        .filter(|h| !h.is_empty())
+    let home = crate::env::non_empty(crate::env::LIMA_HOME)
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| ctx.dirs.home.join(".lima"));
     if home.join(LEGACY).join("lima.yaml").exists() {

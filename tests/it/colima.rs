@@ -461,7 +461,8 @@ fn the_image_cache_loads_only_what_it_saved_and_nothing_altered() {
     let present = || docker(["image", "inspect", &tag]).status.success();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let endpoint = sbx::engine::resolve_endpoint(None, env.home());
+        let endpoint =
+            sbx::engine::resolve_endpoint(None, &sbx::engine::EndpointEnv::from_env(env.home()));
         let engine = sbx::engine::Engine::connect(&endpoint).await.unwrap();
         let cache = ImageCache::new(env.cache().join("sbx/vm/images"));
         let tar = cache.store(&engine, &specs).await.unwrap();
