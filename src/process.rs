@@ -1,6 +1,23 @@
-//! The one place sbx starts external programs (git, limactl, colima): an explicit environment,
-//! kill-on-drop, a timeout, captured output, and never a secret on a command line (secrets go in
-//! on stdin).
+//! The one place sbx starts external programs (git, limactl, colima, sbx's own helpers): an
+//! explicit environment, kill-on-drop, a timeout, captured output, and never a secret on a
+//! command line (secrets go in on stdin).
+//!
+//! **The environment starts empty.** Every program gets [`BASE`] from sbx's own environment
+//! (where programs are, who and where the user is, where temporary files go) and `LC_ALL=C`, so
+//! the messages sbx reads stay in one language. A caller adds what its tool needs by name with
+//! [`Cmd::inherit`]: for a tool with variables of its own, their whole family (`LIMA_*` for
+//! `limactl`, `COLIMA_*` for `colima`), since a user may configure the tool with them. A tool's
+//! test double names its own knobs inside that family (`LIMA_TEST_*`, `COLIMA_TEST_*`), so a
+//! test reaches the double through sbx the way a user's settings reach the real tool, and sbx
+//! holds nothing for tests. Everything else stays behind, notably:
+//! - the user's `GIT_*`: `GIT_DIR`, `GIT_WORK_TREE`, `GIT_INDEX_FILE`, `GIT_CONFIG_PARAMETERS`
+//!   and the like would point sbx's git at another repository, index or configuration;
+//! - `SSH_AUTH_SOCK`: a VM that forwarded it would hand the user's SSH keys to the sandbox;
+//! - tokens (`GH_TOKEN`, ...) and `DOCKER_HOST`: no tool of a session needs them, and a leaked
+//!   variable is one more place a secret or an endpoint could travel.
+//!
+//! sbx's own helpers ([`Cmd::sbx`], [`spawn_detached`]) get every variable sbx reads
+//! ([`crate::env::VARS`]), so they behave as the sbx that started them.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -9,17 +26,21 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
-/// Variables that would make git look somewhere other than where sbx points it.
-const GIT_REDIRECTS: &[&str] = &[
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_COMMON_DIR",
-    "GIT_NAMESPACE",
-    "GIT_CONFIG_PARAMETERS",
-    "GIT_CONFIG_COUNT",
+use crate::env;
+
+/// What every program gets from sbx's environment, when set: `PATH`; `HOME`, `USER` and
+/// `LOGNAME` (git, Lima and Colima find the user's files and name by them); the XDG base
+/// folders, which say where a program keeps its files just as `HOME` does (git's config,
+/// Colima's home, Lima's download cache); and `TMPDIR`.
+pub const BASE: &[&str] = &[
+    env::PATH,
+    env::HOME,
+    env::USER,
+    env::LOGNAME,
+    env::TMPDIR,
+    env::XDG_CONFIG_HOME,
+    env::XDG_CACHE_HOME,
+    env::XDG_DATA_HOME,
 ];
 
 #[derive(Debug, Clone)]
@@ -27,6 +48,8 @@ pub struct Cmd {
     program: OsString,
     args: Vec<OsString>,
     cwd: Option<PathBuf>,
+    /// Variables (or `NAME_*` families) passed on from sbx's environment beyond [`BASE`].
+    inherit: Vec<&'static str>,
     env: Vec<(OsString, OsString)>,
     env_remove: Vec<OsString>,
     stdin: Option<Vec<u8>>,
@@ -72,6 +95,7 @@ impl Cmd {
             program: program.into(),
             args: Vec::new(),
             cwd: None,
+            inherit: Vec::new(),
             env: vec![("LC_ALL".into(), "C".into())],
             env_remove: Vec::new(),
             stdin: None,
@@ -79,11 +103,28 @@ impl Cmd {
         }
     }
 
-    /// `git`, with the variables that would redirect it removed and prompts turned off.
+    /// `git` in `repo`, with prompts turned off. No `GIT_*` of the user's reaches it (see the
+    /// module comment).
     pub fn git(repo: &Path) -> Self {
-        let mut c = Self::new("git").arg("-C").arg(repo);
-        c.env_remove = GIT_REDIRECTS.iter().map(|v| (*v).into()).collect();
-        c.env("GIT_TERMINAL_PROMPT", "0")
+        Self::new("git")
+            .arg("-C")
+            .arg(repo)
+            .env("GIT_TERMINAL_PROMPT", "0")
+    }
+
+    /// sbx itself (`exe`, the running binary): a helper, or `sbx bench`'s sessions. It gets every
+    /// variable sbx reads, so that it finds the same folders, engine and settings.
+    pub fn sbx(exe: impl Into<OsString>) -> Self {
+        let mut c = Self::new(exe);
+        c.inherit = env::VARS.iter().map(|v| v.name).collect();
+        c
+    }
+
+    /// Also passes on sbx's own value of each of `names` (when set); a name ending in `*` is a
+    /// family (`LIMA_*`). Every name is one of [`crate::env::VARS`].
+    pub fn inherit(mut self, names: &[&'static str]) -> Self {
+        self.inherit.extend_from_slice(names);
+        self
     }
 
     pub fn arg(mut self, a: impl Into<OsString>) -> Self {
@@ -111,6 +152,16 @@ impl Cmd {
         self
     }
 
+    /// The program's environment: [`BASE`] and the inherited variables from sbx's, less the
+    /// removed ones, then the ones set (later entries win).
+    fn environment(&self) -> Vec<(OsString, OsString)> {
+        let names: Vec<&str> = BASE.iter().chain(&self.inherit).copied().collect();
+        let mut vars = env::passthrough(&names);
+        vars.retain(|(k, _)| !self.env_remove.contains(k));
+        vars.extend(self.env.iter().cloned());
+        vars
+    }
+
     /// Bytes written to the program's stdin (how secrets reach a program).
     pub fn stdin(mut self, bytes: Vec<u8>) -> Self {
         self.stdin = Some(bytes);
@@ -131,10 +182,24 @@ impl Cmd {
             .join(" ")
     }
 
+    /// A `std` command with this program, arguments, folder and environment, for a caller that
+    /// needs what [`Cmd::output`] does not give (a child's resource usage, a conversation over
+    /// its pipes). The caller sets up its streams; it is not killed on drop.
+    pub fn std_command(&self) -> std::process::Command {
+        // sbx's one `Command::new` (`clippy.toml` forbids it everywhere else), so that every
+        // program it starts gets the environment above and nothing more.
+        #[allow(clippy::disallowed_methods)]
+        let mut c = std::process::Command::new(&self.program);
+        c.args(&self.args).env_clear().envs(self.environment());
+        if let Some(d) = &self.cwd {
+            c.current_dir(d);
+        }
+        c
+    }
+
     fn command(&self) -> tokio::process::Command {
-        let mut c = tokio::process::Command::new(&self.program);
-        c.args(&self.args)
-            .kill_on_drop(true)
+        let mut c = tokio::process::Command::from(self.std_command());
+        c.kill_on_drop(true)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .stdin(if self.stdin.is_some() {
@@ -142,15 +207,6 @@ impl Cmd {
             } else {
                 Stdio::null()
             });
-        for k in &self.env_remove {
-            c.env_remove(k);
-        }
-        for (k, v) in &self.env {
-            c.env(k, v);
-        }
-        if let Some(d) = &self.cwd {
-            c.current_dir(d);
-        }
         c
     }
 
@@ -218,12 +274,12 @@ impl Cmd {
 
 /// Starts a program that outlives sbx: no terminal (all three streams on `/dev/null`), a session
 /// of its own (so the terminal's Ctrl-C and hang-up never reach it), not waited for. For sbx's
-/// own background helpers; a failure to start is only a missed optimisation.
+/// own background helpers (so with [`Cmd::sbx`]'s environment); a failure to start is only a
+/// missed optimisation.
 pub fn spawn_detached(program: &Path, args: &[String]) {
     use std::os::unix::process::CommandExt;
-    let mut c = std::process::Command::new(program);
-    c.args(args)
-        .stdin(Stdio::null())
+    let mut c = Cmd::sbx(program).args(args).std_command();
+    c.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     // SAFETY: `setsid` is async-signal-safe and touches no memory of the parent.
@@ -264,5 +320,39 @@ mod tests {
         assert!(matches!(e, ProcessError::Timeout { .. }), "{e}");
         let e = Cmd::new("sbx-no-such-program").run().await.unwrap_err();
         assert!(e.to_string().contains("not installed"), "{e}");
+    }
+
+    /// The child sees the allowlist and what the caller set, nothing else of sbx's environment
+    /// (a test runs with cargo's `CARGO_*` variables, which must not pass).
+    #[tokio::test]
+    async fn the_environment_is_the_allowlist() {
+        let names = |c: Cmd| async move {
+            let out = c.args(["-c", "env"]).run().await.unwrap();
+            out.lines()
+                .filter_map(|l| l.split_once('=').map(|(k, _)| k.to_owned()))
+                // What the shell sets itself.
+                .filter(|k| !["PWD", "SHLVL", "_", "OLDPWD"].contains(&k.as_str()))
+                .collect::<Vec<_>>()
+        };
+        let got = names(Cmd::new("sh").env("SBX_X", "1")).await;
+        assert!(got.iter().any(|k| k == "PATH"), "{got:?}");
+        for k in &got {
+            assert!(
+                BASE.contains(&k.as_str()) || k == "LC_ALL" || k == "SBX_X",
+                "`{k}` reached the child: {got:?}"
+            );
+        }
+        let got = names(Cmd::new("sh").env_remove(env::PATH)).await;
+        assert!(!got.iter().any(|k| k == "PATH"), "{got:?}");
+        // `git`'s environment, seen by `sh`.
+        let mut git = Cmd::git(Path::new("/"));
+        (git.program, git.args) = ("sh".into(), Vec::new());
+        let got = names(git).await;
+        assert!(
+            got.iter()
+                .filter(|k| k.starts_with("GIT_"))
+                .all(|k| k == "GIT_TERMINAL_PROMPT"),
+            "{got:?}"
+        );
     }
 }

@@ -385,6 +385,7 @@ impl Lima {
     fn cmd(&self, a: &[&str]) -> Cmd {
         Cmd::new(&self.program)
             .args(a)
+            .inherit(&[crate::env::LIMA_ALL])
             .env("LIMA_HOME", &self.home)
             .timeout(Duration::from_secs(120))
     }

@@ -64,12 +64,12 @@ fn a_colima_session_boots_its_own_profile_and_the_next_one_reuses_its_images() {
     env.use_doubles();
     for (k, v) in [
         ("SBX_VM_PROVIDER", "colima"),
-        ("LIMATEST_GUEST_IMAGE", "sbxtest-guest:latest"),
+        ("LIMA_TEST_GUEST_IMAGE", "sbxtest-guest:latest"),
         // sbx adds no ownership layer to Colima's VMs (its image has no bindfs): the double
         // shows the host's owners, as 9p and sshfs do.
-        ("LIMATEST_MOUNT_OWNER", "host"),
-        ("LIMATEST_PREFIX", &prefix),
-        ("COLIMATEST_SEED_IMAGES", &base),
+        ("LIMA_TEST_MOUNT_OWNER", "host"),
+        ("LIMA_TEST_PREFIX", &prefix),
+        ("COLIMA_TEST_SEED_IMAGES", &base),
         ("SBX_IMAGE_DOCKERFILE", df.to_str().unwrap()),
         ("SBX_IMAGE_TAG", "sbxtest-colima-agent:latest"),
         ("SBX_TOKEN_STORE", "file"),
@@ -391,7 +391,7 @@ fn an_old_or_missing_colima_is_refused_before_anything_boots() {
         let o = env
             .command_as(As::User, &repo, ["run", "--vm", "--", "true"])
             .env("PATH", &path)
-            .env("COLIMATEST_VERSION", version)
+            .env("COLIMA_TEST_VERSION", version)
             .output()
             .unwrap();
         let err = stderr(&o);

@@ -86,19 +86,19 @@ fn a_vm_session_runs_in_a_guest_over_ssh_and_leaves_nothing_but_kept_work() {
         env.set(k, v);
     }
     for (k, v) in [
-        ("LIMATEST_GUEST_IMAGE", "sbxtest-guest-bare:latest"),
+        ("LIMA_TEST_GUEST_IMAGE", "sbxtest-guest-bare:latest"),
         // The Lima user's uid is the host user's on a real Mac (501): not the 1000 the
         // agent runs as here.
-        ("LIMATEST_UID", "1042"),
+        ("LIMA_TEST_UID", "1042"),
         // unattended-upgrades holding apt's lock at first boot.
-        ("LIMATEST_APT_BUSY", "15"),
+        ("LIMA_TEST_APT_BUSY", "15"),
         // dockerd answering well after the boot scripts are done.
-        ("LIMATEST_DOCKER_DELAY", "8"),
+        ("LIMA_TEST_DOCKER_DELAY", "8"),
         (
-            "LIMATEST_LOAD_IMAGES",
+            "LIMA_TEST_LOAD_IMAGES",
             "sbx-gate:latest sbxtest-vm-agent:latest",
         ),
-        ("LIMATEST_PREFIX", &prefix),
+        ("LIMA_TEST_PREFIX", &prefix),
         ("SBX_IMAGE_TAG", "sbxtest-vm-agent:latest"),
         ("SBX_TOKEN_STORE", "file"),
     ] {
@@ -214,7 +214,7 @@ exit 7"#;
     // saying which folder, and leaves no VM.
     let o = env
         .command_as(As::User, &repo, ["run", "--vm", "--", "echo", "ran"])
-        .env("LIMATEST_SKIP_MOUNT", "/sbx/sessions/")
+        .env("LIMA_TEST_SKIP_MOUNT", "/sbx/sessions/")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
@@ -229,7 +229,7 @@ exit 7"#;
     // Ctrl-C while the clone is being made: Lima calls the half-made folder broken and will not
     // delete it; sbx removes it.
     let mut c = env.command_as(As::User, &repo, ["run", "--vm", "--", "true"]);
-    c.env("LIMATEST_CLONE_DELAY", "30")
+    c.env("LIMA_TEST_CLONE_DELAY", "30")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     let child = c.spawn().unwrap();
@@ -259,7 +259,7 @@ exit 7"#;
             .args(if sub == "delete" { vec!["-f"] } else { vec![] })
             .arg(&goldens[0])
             .env("LIMA_HOME", lima.path())
-            .env("LIMATEST_PREFIX", &prefix);
+            .env("LIMA_TEST_PREFIX", &prefix);
         let _ = c.output();
     }
 }
@@ -311,7 +311,7 @@ fn a_missing_or_old_limactl_is_a_clear_error() {
     let e = run(&[
         ("PATH", &path),
         ("SBX_LIMA_HOME", home),
-        ("LIMATEST_VERSION", "2.1.0"),
+        ("LIMA_TEST_VERSION", "2.1.0"),
     ]);
     assert!(
         e.contains("Lima 2.1.0 is too old") && e.contains("2.2"),
@@ -341,7 +341,7 @@ fn a_missing_or_old_limactl_is_a_clear_error() {
     let e = run(&[
         ("PATH", &path),
         ("SBX_LIMA_HOME", home),
-        ("LIMATEST_LIST_FAIL", "host agent unreachable"),
+        ("LIMA_TEST_LIST_FAIL", "host agent unreachable"),
     ]);
     assert!(
         e.contains("host agent unreachable") && !e.contains("sbx setup --vm"),

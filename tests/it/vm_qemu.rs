@@ -1,4 +1,4 @@
-//! VM mode on a real virtual machine: the `limactl` double's QEMU backend (`LIMATEST_BACKEND=qemu`)
+//! VM mode on a real virtual machine: the `limactl` double's QEMU backend (`LIMA_TEST_BACKEND=qemu`)
 //! boots a Debian guest built from Debian packages (`tests/support/qemu-guest/build`), under KVM
 //! when the host has a usable one and software emulation otherwise. `sbx setup --vm` provisions
 //! Docker in it for real (apt from deb.debian.org through the guest's one forward), and `sbx run
@@ -136,15 +136,15 @@ fn setup_and_run_on_a_real_vm_then_ctrl_c_while_one_boots() {
     for (k, v) in [
         ("SBX_LIMA_HOME", &lima),
         ("LIMA_HOME", &user_lima),
-        ("LIMATEST_QEMU_GUEST", &guest),
+        ("LIMA_TEST_QEMU_GUEST", &guest),
         ("SBX_IMAGE_DOCKERFILE", &df),
     ] {
         env.set(k, v);
     }
     for (k, v) in [
-        ("LIMATEST_BACKEND", "qemu"),
+        ("LIMA_TEST_BACKEND", "qemu"),
         (
-            "LIMATEST_LOAD_IMAGES",
+            "LIMA_TEST_LOAD_IMAGES",
             "sbx-gate:latest sbxtest-qvm-agent:latest",
         ),
         ("SBX_IMAGE_TAG", "sbxtest-qvm-agent:latest"),

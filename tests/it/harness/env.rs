@@ -83,6 +83,11 @@ impl TestEnv {
                 vars.insert(v.into(), x);
             }
         }
+        // The tool doubles' engine: sbx passes `DOCKER_HOST` to no tool, but `LIMA_*` to
+        // limactl and colima (`tests/support/limactl`).
+        if let Some(x) = std::env::var_os("DOCKER_HOST") {
+            vars.insert("LIMA_TEST_DOCKER_HOST".into(), x);
+        }
         TestEnv {
             dir,
             vars,
@@ -318,7 +323,7 @@ impl TestEnv {
     }
 
     /// A unique name prefix for stand-in guests (`sbxtest-<kind>-...`; the doubles'
-    /// `LIMATEST_PREFIX`): the containers named with it and the disks the `limactl` double kept
+    /// `LIMA_TEST_PREFIX`): the containers named with it and the disks the `limactl` double kept
     /// for them are removed when this is dropped.
     pub fn guest_prefix(&self, kind: &str) -> String {
         let prefix = unique(kind);

@@ -3,13 +3,13 @@
 # sshd, and systemd's part (dockerd runs once the docker.io package is installed, and comes up
 # slowly: it first loads the images a golden VM's disk would hold, `/limatest-images.tar`).
 set -e
-user=${LIMATEST_USER:-lima}
-uid=${LIMATEST_UID:-1000}
+user=${LIMA_TEST_USER:-lima}
+uid=${LIMA_TEST_UID:-1000}
 if ! id "$user" >/dev/null 2>&1; then
   useradd -m -d "/home/$user.guest" -u "$uid" -s /bin/bash "$user"
   echo "$user ALL=(ALL) NOPASSWD:ALL" > /etc/sudoers.d/lima
 fi
-if [ "${LIMATEST_DOCKER_GROUP:-0}" = 1 ]; then
+if [ "${LIMA_TEST_DOCKER_GROUP:-0}" = 1 ]; then
   getent group docker >/dev/null || groupadd docker
   usermod -aG docker "$user"
 fi
@@ -21,13 +21,13 @@ chmod 700 "$home/.ssh"
 chmod 600 "$home/.ssh/authorized_keys"
 ssh-keygen -A >/dev/null
 # unattended-upgrades at first boot: apt's locks held for a while.
-if [ -n "${LIMATEST_APT_BUSY:-}" ]; then
+if [ -n "${LIMA_TEST_APT_BUSY:-}" ]; then
   python3 -c '
 import fcntl, sys, time
 held = []
 for p in ("/var/lib/dpkg/lock-frontend", "/var/lib/dpkg/lock", "/var/lib/apt/lists/lock"):
     f = open(p, "a"); fcntl.lockf(f, fcntl.LOCK_EX); held.append(f)
-time.sleep(float(sys.argv[1]))' "$LIMATEST_APT_BUSY" &
+time.sleep(float(sys.argv[1]))' "$LIMA_TEST_APT_BUSY" &
 fi
 (
   while :; do
@@ -43,7 +43,7 @@ fi
         kill "$(cat /run/limatest-load.pid)"; wait
       fi
       # A Docker that answers well after boot (Lima's `start` does not wait for it by itself).
-      sleep "${LIMATEST_DOCKER_DELAY:-0}"
+      sleep "${LIMA_TEST_DOCKER_DELAY:-0}"
       exec dockerd --storage-driver=vfs >/var/log/dockerd.log 2>&1
     fi
     sleep 1
