@@ -1090,8 +1090,9 @@ mod tests {
         assert_eq!(f.sha256().len(), 64);
         std::fs::remove_file(&p).unwrap();
         // A FIFO the agent planted must not hang sbx.
-        let made = std::process::Command::new("mkfifo")
+        let made = crate::process::Cmd::new("mkfifo")
             .arg(&p)
+            .std_command()
             .status()
             .unwrap();
         assert!(made.success());

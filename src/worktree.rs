@@ -1275,10 +1275,9 @@ mod tests {
     use crate::error::Hint;
 
     fn git(dir: &Path, args: &[&str]) -> String {
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
+        let out = Cmd::git(dir)
             .args(args)
+            .std_command()
             .env("GIT_AUTHOR_NAME", "T")
             .env("GIT_AUTHOR_EMAIL", "t@example.com")
             .env("GIT_COMMITTER_NAME", "T")
@@ -1423,10 +1422,11 @@ mod tests {
             &["add", "-A"],
             &["commit", "-q", "-m", "user"],
         ] {
-            let _ = std::process::Command::new("git")
+            let _ = Cmd::new("git")
                 .args(["-c", "safe.directory=*", "-C"])
                 .arg(dir)
                 .args(args)
+                .std_command()
                 .env("GIT_AUTHOR_NAME", "U")
                 .env("GIT_AUTHOR_EMAIL", "u@example.com")
                 .env("GIT_COMMITTER_NAME", "U")
@@ -1623,10 +1623,9 @@ mod tests {
 
     /// Writes an object as is (`--literally`: no checks) and returns its id.
     fn write_object(dest: &Path, kind: &str, bytes: &[u8]) -> String {
-        let mut child = std::process::Command::new("git")
-            .arg("-C")
-            .arg(dest)
+        let mut child = Cmd::git(dest)
             .args(["hash-object", "-t", kind, "--literally", "-w", "--stdin"])
+            .std_command()
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()

@@ -4,7 +4,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::context::Context;
 use crate::exit::ExitStatus;
+use crate::process::Cmd;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -36,15 +37,20 @@ struct Measured {
     timings: Option<serde_json::Value>,
 }
 
-/// Runs a command, timing it to exit and to its first stdout byte, and reading its peak RSS.
-fn measure(mut cmd: Command) -> std::io::Result<Measured> {
+/// Runs a command, timing it to exit and to its first stdout byte, and reading its peak RSS
+/// (which needs `wait4` on the child, so a `std` command).
+fn measure(cmd: &Cmd) -> std::io::Result<Measured> {
+    let mut cmd = cmd.std_command();
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let start = Instant::now();
     let mut child = cmd.spawn()?;
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
+    let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(std::io::Error::other("the child's output is not piped"));
+    };
     let first = std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         let mut first = None;
@@ -174,16 +180,14 @@ struct AllowSize {
     median_ms: f64,
 }
 
-fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let ok = Command::new("git")
-        .arg("-C")
-        .arg(dir)
+async fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let ok = Cmd::git(dir)
         .args(["-c", "user.name=bench", "-c", "user.email=bench@localhost"])
         .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()?
-        .success();
+        .timeout(Duration::from_secs(600))
+        .output()
+        .await?
+        .ok();
     anyhow::ensure!(ok, "git {args:?} failed in {}", dir.display());
     Ok(())
 }
@@ -191,8 +195,7 @@ fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
 /// `docker run --rm --cap-drop ALL --network none IMAGE true` with the Docker CLI, in ms; `None`
 /// without the CLI.
 fn bare_container(image: &str) -> anyhow::Result<Option<f64>> {
-    let mut c = Command::new("docker");
-    c.args([
+    let c = Cmd::new("docker").inherit(&[crate::env::DOCKER_ALL]).args([
         "run",
         "--rm",
         "--cap-drop",
@@ -202,7 +205,7 @@ fn bare_container(image: &str) -> anyhow::Result<Option<f64>> {
         image,
         "true",
     ]);
-    match measure(c) {
+    match measure(&c) {
         Ok(m) if m.ok => Ok(Some(ms(m.wall))),
         Ok(_) => anyhow::bail!("`docker run ... {image} true` failed"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -241,9 +244,11 @@ async fn forget_spares(dirs: &crate::paths::Dirs) {
 /// HOME) and its session folders.
 fn forget_bench_cache() {
     if let Ok(exe) = std::env::current_exe() {
-        let _ = Command::new(exe)
+        let _ = Cmd::sbx(exe)
             .args(["-q", "cache", "rm", "--all"])
-            .env("XDG_CACHE_HOME", bench_cache())
+            .env(crate::env::XDG_CACHE_HOME, bench_cache())
+            .std_command()
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
@@ -252,17 +257,17 @@ fn forget_bench_cache() {
 }
 
 /// A repository with `files` files in a tree of folders.
-fn make_repo(dir: &Path, files: usize) -> anyhow::Result<PathBuf> {
+async fn make_repo(dir: &Path, files: usize) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    git(dir, &["init", "-q", "-b", "main"])?;
+    git(dir, &["init", "-q", "-b", "main"]).await?;
     for i in 0..files {
         let sub = dir.join(format!("d{}/e{}", i % 50, (i / 50) % 20));
         std::fs::create_dir_all(&sub)?;
         std::fs::write(sub.join(format!("f{i}.txt")), format!("file {i}\n"))?;
     }
     std::fs::write(dir.join("README"), "bench\n")?;
-    git(dir, &["add", "-A"])?;
-    git(dir, &["commit", "-q", "-m", "bench"])?;
+    git(dir, &["add", "-A"]).await?;
+    git(dir, &["commit", "-q", "-m", "bench"]).await?;
     Ok(dir.to_owned())
 }
 
@@ -272,17 +277,17 @@ fn bench_cache() -> PathBuf {
     std::env::temp_dir().join(format!("sbx-bench-cache-{}", std::process::id()))
 }
 
-fn sbx_cmd(repos: &[&Path], extra: &[String], cmd: &[&str]) -> anyhow::Result<Command> {
-    let mut c = Command::new(std::env::current_exe()?);
-    c.env(crate::env::SBX_TIMINGS, "json")
-        .env(crate::env::SBX_NO_PROGRESS, "1")
-        .env(crate::env::XDG_CACHE_HOME, bench_cache());
-    c.args(["run", "--timings"]);
+fn sbx_cmd(repos: &[&Path], extra: &[String], cmd: &[&str]) -> anyhow::Result<Cmd> {
+    use crate::env;
+    let mut c = Cmd::sbx(std::env::current_exe()?)
+        .env(env::SBX_TIMINGS, "json")
+        .env(env::SBX_NO_PROGRESS, "1")
+        .env(env::XDG_CACHE_HOME, bench_cache())
+        .args(["run", "--timings"]);
     for r in repos {
-        c.arg("--repo").arg(r);
+        c = c.arg("--repo").arg(r);
     }
-    c.args(extra).arg("--").args(cmd);
-    Ok(c)
+    Ok(c.args(extra).arg("--").args(cmd))
 }
 
 fn phase_ms(t: &serde_json::Value, name: &str) -> Option<f64> {
@@ -321,18 +326,17 @@ struct VmReport {
 async fn run_vm(ctx: &Context, args: BenchArgs) -> anyhow::Result<ExitStatus> {
     let n = args.runs.max(1);
     let tmp = tempfile::Builder::new().prefix("sbx-bench-").tempdir()?;
-    let repo = make_repo(&tmp.path().join("alpha"), 10)?;
+    let repo = make_repo(&tmp.path().join("alpha"), 10).await?;
     // The golden VM is in the user's own sbx Lima home, not under the bench's cache.
     let lima_home = crate::env::non_empty(crate::env::SBX_LIMA_HOME)
         .map(PathBuf::from)
         .unwrap_or_else(|| ctx.dirs.cache.join("lima"));
-    let cmd = || -> anyhow::Result<Command> {
-        let mut c = sbx_cmd(&[repo.as_path()], &["--vm".to_owned()], &["true"])?;
-        c.env("SBX_LIMA_HOME", &lima_home);
-        Ok(c)
+    let cmd = || -> anyhow::Result<Cmd> {
+        Ok(sbx_cmd(&[repo.as_path()], &["--vm".to_owned()], &["true"])?
+            .env(crate::env::SBX_LIMA_HOME, &lima_home))
     };
     ctx.ui.info("warming up (one VM session)");
-    let warm = measure(cmd()?)?;
+    let warm = measure(&cmd()?)?;
     if !warm.ok {
         return Err(crate::error::hinted(
             "a warm-up VM session failed",
@@ -343,7 +347,7 @@ async fn run_vm(ctx: &Context, args: BenchArgs) -> anyhow::Result<ExitStatus> {
         .info(format!("`sbx run --vm -- true` with one repo, {n} runs"));
     let (mut walls, mut failed, mut phases) = (Vec::new(), 0, Vec::new());
     for _ in 0..n {
-        let m = measure(cmd()?)?;
+        let m = measure(&cmd()?)?;
         if !m.ok {
             failed += 1;
             continue;
@@ -389,11 +393,11 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<ExitStatus> {
         ..ctx.dirs.clone()
     };
     let tmp = tempfile::Builder::new().prefix("sbx-bench-").tempdir()?;
-    let a = make_repo(&tmp.path().join("alpha"), 10)?;
-    let b = make_repo(&tmp.path().join("beta"), 10)?;
+    let a = make_repo(&tmp.path().join("alpha"), 10).await?;
+    let b = make_repo(&tmp.path().join("beta"), 10).await?;
     let two = [a.as_path(), b.as_path()];
     ctx.ui.info("warming up (image check, first session)");
-    let warm = measure(sbx_cmd(&two, &[], &["true"])?)?;
+    let warm = measure(&sbx_cmd(&two, &[], &["true"])?)?;
     if !warm.ok {
         return Err(crate::error::hinted(
             "a warm-up session failed",
@@ -425,7 +429,7 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<ExitStatus> {
         if spare {
             wait_for_spare(&bench_dirs);
         }
-        let m = measure(sbx_cmd(&two, &[], &["true"])?)?;
+        let m = measure(&sbx_cmd(&two, &[], &["true"])?)?;
         peak = peak.max(m.max_rss_kib);
         if !m.ok {
             failed += 1;
@@ -454,7 +458,7 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<ExitStatus> {
         if spare {
             wait_for_spare(&bench_dirs);
         }
-        let m = measure(sbx_cmd(&two, &[], &["echo", "x"])?)?;
+        let m = measure(&sbx_cmd(&two, &[], &["echo", "x"])?)?;
         if let Some(f) = m.first_output.filter(|_| m.ok) {
             firsts.push(ms(f));
         }
@@ -464,9 +468,8 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<ExitStatus> {
     ctx.ui.info("`sbx setup` with nothing to do");
     let mut setups = Vec::new();
     for _ in 0..n {
-        let mut c = Command::new(std::env::current_exe()?);
-        c.args(["setup", "-q"]);
-        let m = measure(c)?;
+        let c = Cmd::sbx(std::env::current_exe()?).args(["setup", "-q"]);
+        let m = measure(&c)?;
         if m.ok {
             setups.push(ms(m.wall));
         }
@@ -480,7 +483,7 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<ExitStatus> {
         let handles: Vec<_> = (0..k)
             .map(|_| {
                 let c = sbx_cmd(&two, &[], &["true"]);
-                std::thread::spawn(move || c.and_then(|c| Ok(measure(c)?)).map(|m| m.ok))
+                std::thread::spawn(move || c.and_then(|c| Ok(measure(&c)?)).map(|m| m.ok))
             })
             .collect();
         let all_ok = handles
@@ -509,12 +512,12 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<ExitStatus> {
     let mut repo_size = Vec::new();
     for files in [1_000usize, 20_000] {
         ctx.ui.info(format!("a {files}-file repository"));
-        let repo = make_repo(&tmp.path().join(format!("size{files}")), files)?;
+        let repo = make_repo(&tmp.path().join(format!("size{files}")), files).await?;
         let mut checkout = Vec::new();
         let mut session = Vec::new();
         let mut plain = Vec::new();
         for i in 0..n.min(3) {
-            let m = measure(sbx_cmd(&[repo.as_path()], &[], &["true"])?)?;
+            let m = measure(&sbx_cmd(&[repo.as_path()], &[], &["true"])?)?;
             if let Some(t) = m.timings.as_ref().filter(|_| m.ok) {
                 checkout.extend(phase_ms(t, "worktrees"));
                 session.push(ms(m.wall));
@@ -531,12 +534,14 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<ExitStatus> {
                     wt.to_str().unwrap_or(""),
                     "HEAD",
                 ],
-            )?;
+            )
+            .await?;
             plain.push(ms(began.elapsed()));
             git(
                 &repo,
                 &["worktree", "remove", "--force", wt.to_str().unwrap_or("")],
-            )?;
+            )
+            .await?;
         }
         repo_size.push(RepoSize {
             files,
@@ -561,7 +566,7 @@ pub async fn run(ctx: &Context, args: BenchArgs) -> anyhow::Result<ExitStatus> {
             .collect();
         let mut walls = Vec::new();
         for _ in 0..n.min(5) {
-            let m = measure(sbx_cmd(&two, &extra, &["true"])?)?;
+            let m = measure(&sbx_cmd(&two, &extra, &["true"])?)?;
             if m.ok {
                 walls.push(ms(m.wall));
             }

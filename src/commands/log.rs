@@ -159,13 +159,10 @@ async fn replay(ctx: &Context, id: &str, json: bool, speed: f64) -> anyhow::Resu
 /// A session's folder and record, by id (or a unique prefix of one).
 pub fn find(ctx: &Context, id: &str) -> anyhow::Result<(std::path::PathBuf, Record)> {
     let all = state::list(&ctx.dirs.sessions());
-    let matches: Vec<_> = all
-        .into_iter()
-        .filter(|(_, r)| r.id.starts_with(id))
-        .collect();
-    match matches.len() {
-        1 => Ok(matches.into_iter().next().expect("one match")),
-        0 => {
+    let mut matches = all.into_iter().filter(|(_, r)| r.id.starts_with(id));
+    match (matches.next(), matches.next()) {
+        (Some(one), None) => Ok(one),
+        (None, _) => {
             // A folder whose record does not read is worth saying so, not "no session".
             let dir = ctx.dirs.session(id);
             if crate::state::valid_id(id) && dir.is_dir() {

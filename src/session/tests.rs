@@ -19,8 +19,8 @@ struct World {
 }
 
 fn git(dir: &Path, args: &[&str]) {
-    let ok = std::process::Command::new("git")
-        .current_dir(dir)
+    let ok = crate::process::Cmd::new("git")
+        .cwd(dir)
         .args([
             "-c",
             "user.name=t",
@@ -30,6 +30,7 @@ fn git(dir: &Path, args: &[&str]) {
             "commit.gpgsign=false",
         ])
         .args(args)
+        .std_command()
         .status()
         .unwrap()
         .success();

@@ -4,6 +4,11 @@
 //! what the machine may lack (a `skipping: <why>` line, or a failure under the need's
 //! `SBX_TEST_REQUIRE_*` variable).
 
+// A test crate, not sbx: it may unwrap (a panic is the failed test, with its message), and it
+// starts `docker`, `git` and the rest itself (sbx's rule that every program starts from
+// `sbx::process` is for sbx's own code; `clippy.toml`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
 #[macro_use]
 mod harness;
 
