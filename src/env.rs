@@ -62,6 +62,24 @@ pub const COLIMA_HOME: &str = "COLIMA_HOME";
 pub const CLAUDE_CONFIG_DIR: &str = "CLAUDE_CONFIG_DIR";
 pub const DBUS_SESSION_BUS_ADDRESS: &str = "DBUS_SESSION_BUS_ADDRESS";
 pub const GH_TOKEN: &str = "GH_TOKEN";
+pub const HTTP_PROXY: &str = "HTTP_PROXY";
+pub const HTTPS_PROXY: &str = "HTTPS_PROXY";
+pub const NO_PROXY: &str = "NO_PROXY";
+pub const HTTP_PROXY_LOWER: &str = "http_proxy";
+pub const HTTPS_PROXY_LOWER: &str = "https_proxy";
+pub const NO_PROXY_LOWER: &str = "no_proxy";
+
+/// The proxy settings, which Lima and Colima use to download VM images and (Lima's
+/// `propagateProxyEnv`, on by default) copy into the guest, so that a VM behind a proxy can
+/// install its packages.
+pub const PROXIES: &[&str] = &[
+    HTTP_PROXY,
+    HTTPS_PROXY,
+    NO_PROXY,
+    HTTP_PROXY_LOWER,
+    HTTPS_PROXY_LOWER,
+    NO_PROXY_LOWER,
+];
 
 // Families passed on whole to the tool they belong to (see `process`).
 pub const LIMA_ALL: &str = "LIMA_*";
@@ -203,6 +221,21 @@ pub const VARS: &[Var] = &[
         "forwarded to sessions when no `github` token is stored",
     ),
     v(
+        HTTP_PROXY,
+        "passed to `limactl` and `colima`: downloads, and Lima gives it to VMs",
+    ),
+    v(HTTPS_PROXY, "the same, for HTTPS"),
+    v(
+        NO_PROXY,
+        "hosts reached without the proxy, passed the same way",
+    ),
+    v(
+        HTTP_PROXY_LOWER,
+        "as `HTTP_PROXY` (tools read either spelling)",
+    ),
+    v(HTTPS_PROXY_LOWER, "as `HTTPS_PROXY`"),
+    v(NO_PROXY_LOWER, "as `NO_PROXY`"),
+    v(
         LIMA_ALL,
         "passed to `limactl` and `colima` (sbx sets `LIMA_HOME` itself)",
     ),
@@ -321,6 +354,19 @@ mod tests {
             unknown.is_empty(),
             "README.md lists {unknown:?}, which `VARS` does not"
         );
+    }
+
+    /// Every name this module defines is in the table (so in the README).
+    #[test]
+    fn every_constant_is_in_the_table() {
+        let source = include_str!("env.rs");
+        let unlisted: Vec<&str> = source
+            .lines()
+            .filter_map(|l| l.strip_prefix("pub const ")?.split_once(": &str = \""))
+            .map(|(_, rest)| rest.trim_end_matches("\";"))
+            .filter(|name| !named(name))
+            .collect();
+        assert!(unlisted.is_empty(), "not in `VARS`: {unlisted:?}");
     }
 
     #[test]

@@ -6,10 +6,10 @@
 //! (where programs are, who and where the user is, where temporary files go) and `LC_ALL=C`, so
 //! the messages sbx reads stay in one language. A caller adds what its tool needs by name with
 //! [`Cmd::inherit`]: for a tool with variables of its own, their whole family (`LIMA_*` for
-//! `limactl`, `COLIMA_*` for `colima`), since a user may configure the tool with them. A tool's
-//! test double names its own knobs inside that family (`LIMA_TEST_*`, `COLIMA_TEST_*`), so a
-//! test reaches the double through sbx the way a user's settings reach the real tool, and sbx
-//! holds nothing for tests. Everything else stays behind, notably:
+//! `limactl`, `COLIMA_*` for `colima`), since a user may configure the tool with them; the
+//! proxy settings for the tools that download (Lima and Colima). A tool's test double names its
+//! own knobs inside that family (`LIMA_TEST_*`, `COLIMA_TEST_*`), so a test reaches the double
+//! through sbx the way a user's settings reach the real tool, and sbx holds nothing for tests. Everything else stays behind, notably:
 //! - the user's `GIT_*`: `GIT_DIR`, `GIT_WORK_TREE`, `GIT_INDEX_FILE`, `GIT_CONFIG_PARAMETERS`
 //!   and the like would point sbx's git at another repository, index or configuration;
 //! - `SSH_AUTH_SOCK`: a VM that forwarded it would hand the user's SSH keys to the sandbox;

@@ -386,6 +386,7 @@ impl Lima {
         Cmd::new(&self.program)
             .args(a)
             .inherit(&[crate::env::LIMA_ALL])
+            .inherit(crate::env::PROXIES)
             .env("LIMA_HOME", &self.home)
             .timeout(Duration::from_secs(120))
     }

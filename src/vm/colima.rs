@@ -227,6 +227,7 @@ impl Colima {
         Cmd::new("colima")
             // Colima's own variables, and Lima's, which it passes on to `limactl`.
             .inherit(&[crate::env::COLIMA_ALL, crate::env::LIMA_ALL])
+            .inherit(crate::env::PROXIES)
             .env("COLIMA_HOME", &self.home)
             // Colima obeys `LIMA_HOME` when it is set: the user's would bring its
             // `_config/default.yaml` and `override.yaml` (mounts, provisioning) into session VMs.
