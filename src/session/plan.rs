@@ -296,12 +296,11 @@ impl Launch {
     pub fn exec_spec(&self) -> ExecSpec {
         let mut cmd = self.selfcheck.clone();
         cmd.extend(self.exec.command.iter().cloned());
-        let mut env = self.exec.env.clone();
-        env.extend(
-            self.exec
-                .secrets
-                .iter()
-                .map(|(k, v)| format!("{k}={}", v.expose())),
+        // `TERM` is in the planned environment already (the plan knows the terminal).
+        let env = exec_env(
+            self.exec.env.clone(),
+            false,
+            self.exec.secrets.iter().map(|(k, v)| (k.as_str(), v)),
         );
         ExecSpec {
             cmd,
